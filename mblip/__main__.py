@@ -1,0 +1,3 @@
+from mblip.cli import main
+
+main()

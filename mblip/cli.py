@@ -1,0 +1,73 @@
+"""`python -m mblip <command>` (also installed as `mblip`). Each pipeline step is a plain command here;
+the stage notebooks call the same functions. Every command validates params.yaml before doing any work."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mblip import config as C
+
+
+def _cfg(args) -> C.Config:
+    return C.load(args.params)
+
+
+def cmd_config(args) -> None:
+    if args.check:
+        cfg = _cfg(args)
+        print(f"{args.params}: OK (preset {cfg.preset})")
+        return
+    if args.resolved:
+        import yaml
+        print(yaml.safe_dump(_cfg(args).to_dict(), sort_keys=False, allow_unicode=True))
+        return
+    width = max(len(k) for k, _, _ in C.describe())
+    for key, default, text in C.describe():
+        print(f"{key:<{width}}  {text}  [default {default}]")
+
+
+def cmd_fetch(args) -> None:
+    from mblip.fetch import fetch
+    cfg = _cfg(args)
+    report = fetch(cfg, force=args.force)
+    print(json.dumps({k: v for k, v in report.items() if k != "stats"} | {"stats": report.get("stats")},
+                     indent=1, ensure_ascii=False)[:4000])
+
+
+def cmd_languages(args) -> None:
+    from mblip import languages as L
+    cfg = _cfg(args)
+    share = L.shares(cfg.languages.use, cfg.languages.assignment, cfg.languages.temperature)
+    n = args.n
+    counts = L.counts(n, share)
+    print(f"{'code':<5} {'nllb':<9} {'name':<22} {'share%':>8} {'examples of ' + str(n):>16}")
+    for code, p in share.items():
+        lang = L.get(code)
+        print(f"{code:<5} {lang.nllb:<9} {lang.name:<22} {p:8.3f} {counts[code]:16d}")
+    print(f"total assigned {sum(counts.values())} of {n} (dropped by flooring: {n - sum(counts.values())})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="mblip", description=__doc__)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml at the repo root)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("config", help="print every parameter with its docstring, or validate params.yaml")
+    s.add_argument("--check", action="store_true", help="only validate params.yaml")
+    s.add_argument("--resolved", action="store_true", help="print the merged config (preset + params.yaml)")
+    s.set_defaults(func=cmd_config)
+
+    s = sub.add_parser("fetch", help="fill data/: render the demo world or download the paper's files")
+    s.add_argument("--force", action="store_true", help="rebuild even if data/ is up to date")
+    s.set_defaults(func=cmd_fetch)
+
+    s = sub.add_parser("languages", help="the language table and the examples per language for N examples")
+    s.add_argument("-n", type=int, default=100000)
+    s.set_defaults(func=cmd_languages)
+
+    args = p.parse_args(argv)
+    try:
+        args.func(args)
+    except C.ConfigError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,347 @@
+"""`params.yaml` -> typed, validated configuration.
+
+Three layers, later ones win:
+
+1. the defaults below: the paper's protocol values (`../reference/mblip-protocol.md`), one docstring each;
+2. the preset `mblip/presets/<preset>.yaml`: what changes with *scale* (model ids, sizes, steps, batch sizes);
+3. `params.yaml`: the experiment (what an ablation changes). ``dvc exp run -S lora.rank=16`` edits this layer,
+   so it works in any preset; ``-S preset=paper-mt0xl`` switches the scale.
+
+Any key of any section may be overridden in `params.yaml` (``dvc exp run -S +realign.steps=500`` adds one).
+Every value is checked before any work starts; an error names the file, the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESETS = ("demo", "paper-mt0xl", "paper-bloomz7b")
+
+
+class ConfigError(ValueError):
+    """A bad value in params.yaml or a preset; the message names the key and the fix."""
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING):
+    """A dataclass field carrying its one-line docstring (shown by ``python -m mblip config``)."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+# --------------------------------------------------------------------------------------------- sections
+@dataclass
+class Data:
+    source: Literal["demo", "paper"] = doc("Where `mblip fetch` gets data: render the demo world, or download the paper's sources.", "paper")
+    root: str = doc("Folder of raw inputs (tracked by data.dvc).", "data")
+    local: str | None = doc("A folder you already have with the paper's files (same layout); fetch links instead of downloading.", None)
+
+
+@dataclass
+class World:
+    n_train: int = doc("Demo world: training scenes (task mix, stand-in pretraining, fine-tuning data).", 4000)
+    n_val: int = doc("Demo world: validation scenes (model selection, training-loss validation).", 300)
+    n_test: int = doc("Demo world: test scenes (the benchmark analogues).", 300)
+    image_size: int = doc("Demo world: rendered image side in pixels.", 64)
+    max_objects: int = doc("Demo world: at most this many objects per scene (1-3, one per column).", 3)
+
+    def check(self, key):
+        for name in ("n_train", "n_val", "n_test", "image_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{key}.{name} must be a positive integer, got {getattr(self, name)}")
+        if not 1 <= self.max_objects <= 3:
+            raise ConfigError(f"{key}.max_objects must be 1, 2 or 3 (one object per column), got {self.max_objects}")
+        if self.image_size < 32:
+            raise ConfigError(f"{key}.image_size must be >= 32 (objects become unrecognisable), got {self.image_size}")
+
+
+@dataclass
+class Languages:
+    use: list[str] | None = doc("Language codes to train on (see mblip/data/languages.tsv); null = all 96 as in the paper.", None)
+    assignment: Literal["mc4", "temperature"] = doc("mc4 = the authors' mC4-proportional slices; temperature = smoothed q ∝ p^(1/T).", "mc4")
+    temperature: float = doc("T for assignment=temperature (T=1 equals mc4; larger T gives rare languages more data).", 1.0)
+
+    def check(self, key):
+        from mblip import languages as L
+        if self.use is not None:
+            if not self.use:
+                raise ConfigError(f"{key}.use must list at least one language code or be null (all 96), got []")
+            for c in self.use:
+                if c not in L.table():
+                    raise ConfigError(f"{key}.use: {L.unknown_code_message(c, L.table())}")
+            if len(set(self.use)) != len(self.use):
+                raise ConfigError(f"{key}.use lists a language twice: {self.use}")
+        if not self.temperature > 0:
+            raise ConfigError(f"{key}.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class Models:
+    blip2: str = doc("BLIP-2 checkpoint (hub id or folder) whose ViT + Q-Former (+ projection) are grafted.", "Salesforce/blip2-flan-t5-xl")
+    llm: str = doc("The multilingual LLM (hub id or folder): any HF seq2seq or causal LM.", "bigscience/mt0-xl")
+    translator: str = doc("NLLB-interface translation model (hub id or folder).", "facebook/nllb-200-distilled-1.3B")
+    revisions: dict[str, str] = doc("Pinned hub revisions per model id (commit sha); folders need none.", factory=dict)
+    quantization: Literal["none", "8bit", "4bit"] = doc("LLM weights in 8-bit (LLM.int8) or 4-bit NF4 via bitsandbytes; GPU only, CPU runs unquantised.", "8bit")
+    projection: Literal["reuse", "new"] = doc("Reuse BLIP-2's projection when LLM width matches (mT0-XL), else a fresh one (BLOOMZ).", "reuse")
+
+
+@dataclass
+class Lora:
+    rank: int = doc("LoRA rank r of the LLM adapters.", 8)
+    alpha: int = doc("LoRA alpha (scaling alpha/r).", 16)
+    dropout: float = doc("LoRA dropout.", 0.05)
+    scope: Literal["none", "qv", "all"] = doc("Which LLM linears get LoRA: none, attention q/v only, or all (the authors' lora_all).", "all")
+
+    def check(self, key):
+        if self.rank < 1:
+            raise ConfigError(f"{key}.rank must be a positive integer, got {self.rank} (use lora.scope: none to switch LoRA off)")
+        if self.alpha < 1:
+            raise ConfigError(f"{key}.alpha must be a positive integer, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{key}.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class Optim:
+    """Shared by the training stages (warmup, realign, finetune)."""
+    batch_size: int = doc("Examples per optimizer step (all devices, after accumulation).", 128)
+    grad_accum: int = doc("Micro-batches per optimizer step; batch_size must divide by it.", 16)
+    steps: int = doc("Optimizer steps.", 80000)
+    warmup_steps: int = doc("Linear LR warm-up steps before the cosine decay.", 1000)
+    weight_decay: float = doc("AdamW weight decay (not on biases and norms).", 0.1)
+    clip: float = doc("Gradient-norm clipping.", 1.0)
+    max_len: int = doc("Max tokens of prompt and of target (truncated).", 128)
+    ckpt_every: int = doc("Save a resumable checkpoint every this many steps.", 1000)
+
+    def check(self, key):
+        for name in ("batch_size", "grad_accum", "steps", "max_len", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{key}.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"{key}.batch_size ({self.batch_size}) must be divisible by {key}.grad_accum "
+                              f"({self.grad_accum}); e.g. batch_size: {self.batch_size - self.batch_size % self.grad_accum or self.grad_accum}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip <= 0:
+            raise ConfigError(f"{key}: warmup_steps and weight_decay must be >= 0 and clip > 0")
+
+
+@dataclass
+class Warmup(Optim):
+    enabled: bool = doc("Run the projection-only warm-up stage before re-alignment (optional in the paper's v2).", True)
+    lr: float = doc("LR of the projection during warm-up.", 5e-3)
+    steps: int = doc("Warm-up optimizer steps.", 8000)
+
+
+@dataclass
+class Realign(Optim):
+    qformer_init: Literal["bootstrap", "scratch"] = doc("bootstrap = BLIP-2's English-aligned Q-Former (the method); scratch = random init (ablation).", "bootstrap")
+    train_qformer: bool = doc("Train Q-Former + query tokens (true in the paper); false = projection + LoRA only (ablation).", True)
+    lr_qformer: float = doc("LR of Q-Former, query tokens and projection.", 1e-5)
+    lr_lora: float = doc("LR of the LLM's LoRA weights.", 2e-4)
+    steps: int = doc("Optimizer steps (paper: 2 epochs of the ~5.1M task mix at batch 128).", 80000)
+
+
+@dataclass
+class Translate:
+    batch_size: int = doc("Sentences per translation batch (authors: 256).", 256)
+    num_beams: int | None = doc("Beams; null = the model's default generation config (as the authors).", None)
+    max_new_tokens: int = doc("Max generated tokens per sentence.", 128)
+
+
+@dataclass
+class Taskmix:
+    translated: bool = doc("Translate the English task mix (the method); false = English-only data (ablation).", True)
+    tasks: list[str] = doc("Tasks of the instruction mix (protocol §6).", factory=lambda: list(TASKS))
+
+    def check(self, key):
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad:
+            raise ConfigError(f"{key}.tasks: unknown task(s) {bad}; allowed: {list(TASKS)}")
+        if not self.tasks:
+            raise ConfigError(f"{key}.tasks must list at least one task; allowed: {list(TASKS)}")
+
+
+TASKS = ("caption", "vqa", "vqg", "matching", "classify", "decide", "describe", "conversation", "cot", "explain")
+
+
+@dataclass
+class Config:
+    preset: str = doc(f"Scale preset: one of {PRESETS} (mblip/presets/<name>.yaml).", "demo")
+    seed: int = doc("Global seed (data order, language assignment, init).", 42)
+    data: Data = doc("Raw inputs.", factory=Data)
+    world: World = doc("Demo world sizes (used when data.source is demo).", factory=World)
+    languages: Languages = doc("Training languages and their assignment.", factory=Languages)
+    models: Models = doc("Pretrained parts.", factory=Models)
+    lora: Lora = doc("LoRA on the LLM.", factory=Lora)
+    warmup: Warmup = doc("Stage 1: projection warm-up.", factory=Warmup)
+    realign: Realign = doc("Stage 2: re-alignment on the task mix.", factory=Realign)
+    translate: Translate = doc("Machine translation of the English data.", factory=Translate)
+    taskmix: Taskmix = doc("The instruction task mix.", factory=Taskmix)
+
+    # -- convenience
+    @property
+    def repo_root(self) -> Path:
+        return find_root()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: the nearest folder upwards holding dvc.yaml (papermill runs kernels in the
+    caller's cwd, JupyterLab in the notebook's folder; both resolve paths through this)."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "dvc.yaml").exists() or (d / "params.yaml").exists():
+            return d
+    raise FileNotFoundError(f"no dvc.yaml or params.yaml found in {here} or any parent folder; "
+                            "run from inside the mblip repository")
+
+
+def preset_path(name: str) -> Path:
+    return Path(str(resources.files("mblip").joinpath(f"presets/{name}.yaml")))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _check_keys(raw: dict, cls: type, where: str, prefix: str = "") -> None:
+    """Unknown keys are errors (a typo must not silently fall back to a default)."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            import difflib
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint} Allowed here: {sorted(names)}")
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}: {key} must be a mapping of keys, got {v!r}")
+            _check_keys(v, t, where, prefix=f"{key}.")
+
+
+def _coerce(value: Any, t: Any, key: str) -> Any:
+    origin = typing.get_origin(t)
+    args = typing.get_args(t)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if t is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if t is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if t is float:
+        if isinstance(value, str):  # YAML reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if t is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(t):
+        return _build(t, value, key)
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{'.' if prefix else ''}{k}") for k, v in raw.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(prefix)
+    return obj
+
+
+def load(params_path: str | Path = "params.yaml", overrides: dict | None = None) -> Config:
+    """Read params.yaml (+ its preset) into a validated `Config`. ``overrides`` (a nested dict) wins over both;
+    the tests use it to shrink the demo."""
+    params_path = Path(params_path)
+    if not params_path.is_absolute() and not params_path.exists():
+        params_path = find_root() / params_path
+    params = _read_yaml(params_path)
+    preset = (overrides or {}).get("preset", params.get("preset", "demo"))
+    if preset not in PRESETS:
+        raise ConfigError(f"{params_path}: preset must be one of {list(PRESETS)}, got {preset!r}")
+    pre = _read_yaml(preset_path(preset))
+    layers = [(f"mblip/presets/{preset}.yaml", pre), (str(params_path), params)]
+    if overrides:
+        layers.append(("overrides", overrides))
+    merged: dict = {}
+    for where, layer in layers:
+        _check_keys(layer, Config, where)
+        merged = _merge(merged, layer)
+    try:
+        return _build(Config, merged)
+    except ConfigError as e:
+        raise ConfigError(f"{params_path} (preset {preset}): {e}") from None
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, docstring) for every field: the reference printed by ``python -m mblip config``."""
+    rows = []
+    for f in fields(cls):
+        t = typing.get_type_hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(t):
+            rows += describe(t, key + ".")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+            rows.append((key, repr(default), f.metadata.get("doc", "")))
+    return rows
