@@ -30,9 +30,9 @@ def cmd_config(args) -> None:
 def cmd_fetch(args) -> None:
     from mblip.fetch import fetch
     cfg = _cfg(args)
-    report = fetch(cfg, force=args.force)
-    print(json.dumps({k: v for k, v in report.items() if k != "stats"} | {"stats": report.get("stats")},
-                     indent=1, ensure_ascii=False)[:4000])
+    report = fetch(cfg, force=args.force, only=args.only, link=args.link)
+    print(json.dumps(report.get("stats") or report.get("counts"), indent=1, ensure_ascii=False)[:3000])
+    print(f"fetch: {report['status']}")
 
 
 def cmd_languages(args) -> None:
@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     s.set_defaults(func=cmd_config)
 
     s = sub.add_parser("fetch", help="fill data/: render the demo world or download the paper's files")
-    s.add_argument("--force", action="store_true", help="rebuild even if data/ is up to date")
+    s.add_argument("--force", action="store_true", help="demo: re-render even if data/ is up to date")
+    s.add_argument("--only", nargs="+", help="paper: fetch only these sources, benchmarks or tags (e.g. xgqa xm3600)")
+    s.add_argument("--link", choices=["hardlink", "symlink", "copy"], default="hardlink",
+                   help="paper: how files from data.local are brought in")
     s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser("languages", help="the language table and the examples per language for N examples")

@@ -167,7 +167,7 @@ class Taskmix:
             raise ConfigError(f"{key}.tasks must list at least one task; allowed: {list(TASKS)}")
 
 
-TASKS = ("caption", "vqa", "vqg", "matching", "classify", "decide", "describe", "conversation", "cot", "explain")
+TASKS = ("caption", "vqa", "vqg", "match", "classify", "verify", "describe", "conversation", "cot", "explain")
 
 
 @dataclass

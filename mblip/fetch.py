@@ -77,15 +77,18 @@ def fetch_demo(cfg: Config, root: Path, force: bool = False) -> dict:
     return {**report, "status": f"rendered in {time.time() - t0:.1f}s"}
 
 
-def fetch_paper(cfg: Config, root: Path) -> dict:
+def fetch_paper(cfg: Config, root: Path, only: list[str] | None = None, link: str = "hardlink") -> dict:
+    """Download (or link from ``data.local``) the protocol's public files; COVERAGE.md lists what is missing."""
     from mblip import download, sources
     dest = root / cfg.data.root / "paper"
-    report = download.fetch_all(sources.SOURCES, dest, local=cfg.data.local)
-    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    report = download.fetch_all(sources.paper_sources(), dest, local=cfg.data.local, only=only, link=link)
+    d = report.to_dict()
+    d["status"] = "complete" if report.complete else f"incomplete: {len(report.missing)} missing, see {dest}/COVERAGE.md"
+    return d
 
 
-def fetch(cfg: Config, force: bool = False) -> dict:
+def fetch(cfg: Config, force: bool = False, only: list[str] | None = None, link: str = "hardlink") -> dict:
     root = cfg.repo_root
     if cfg.data.source == "demo":
         return fetch_demo(cfg, root, force=force)
-    return fetch_paper(cfg, root)
+    return fetch_paper(cfg, root, only=only, link=link)

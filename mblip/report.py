@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import textwrap
+from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 # Scripts our captions use and fonts that cover them, in the order matplotlib should try them.
-_FONT_FALLBACK = ["DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans Arabic",
+_FONT_FALLBACK = ["DejaVu Sans", "Noto Sans", "Noto Sans CJK TC", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans Arabic",
                   "Noto Naskh Arabic", "WenQuanYi Zen Hei", "Droid Sans Fallback"]
 
 
@@ -33,8 +34,13 @@ def as_frame(counts: dict):
 
 
 def _fonts():
-    """Font list for multi-script captions; one log line if CJK/Arabic glyphs will be missing."""
+    """Font list for multi-script captions (the pinned Noto CJK wheel is registered with matplotlib)."""
     from matplotlib import font_manager
+    try:
+        otf = resources.files("cvttf_NotoSansCJK_Regular").joinpath("NotoSansCJKtc-Regular.otf")
+        font_manager.fontManager.addfont(str(otf))
+    except (ModuleNotFoundError, FileNotFoundError):
+        pass
     have = {f.name for f in font_manager.fontManager.ttflist}
     fonts = [f for f in _FONT_FALLBACK if f in have] or ["DejaVu Sans"]
     if not any("CJK" in f or "Hei" in f or "Fallback" in f for f in fonts):
@@ -42,6 +48,15 @@ def _fonts():
             "no CJK font found: Chinese/Japanese captions in figures show as boxes "
             "(Debian/Ubuntu: apt install fonts-noto-cjk)")
     return fonts
+
+
+def display_text(text: str) -> str:
+    """Text as matplotlib should draw it: Arabic letters in their joined forms. (matplotlib orders
+    right-to-left runs itself but does not join letters)"""
+    if any("\u0600" <= ch <= "\u06ff" for ch in text):
+        import arabic_reshaper
+        return arabic_reshaper.reshape(text)
+    return text
 
 
 def sample_grid(captions_jsonl: Path, image_dir: Path, langs: Sequence[str] | None, n: int = 6):
@@ -65,7 +80,7 @@ def sample_grid(captions_jsonl: Path, image_dir: Path, langs: Sequence[str] | No
             raise FileNotFoundError(f"image of {key} not found in {image_dir} (expected {key}.png or .jpg)")
         ax.imshow(Image.open(path).convert("RGB"))
         ax.set_xticks([]), ax.set_yticks([])
-        text = "\n".join(f"{l}: " + textwrap.shorten(row[l]["caption"][0], 44) for l in langs)
+        text = "\n".join(f"{l}: " + display_text(textwrap.shorten(row[l]["caption"][0], 44)) for l in langs)
         ax.set_xlabel(text, fontsize=6.5, loc="left", fontfamily=fonts, linespacing=1.25)
         ax.set_title(key, fontsize=7)
     fig.tight_layout()
