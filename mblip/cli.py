@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("-n", type=int, default=100000)
     s.set_defaults(func=cmd_languages)
 
+    from mblip.evaluate import add_score_parser
+    add_score_parser(sub)
+
     args = p.parse_args(argv)
     try:
         args.func(args)
