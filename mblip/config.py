@@ -92,6 +92,26 @@ class Models:
     projection: Literal["reuse", "new"] = doc("Reuse BLIP-2's projection when LLM width matches (mT0-XL), else a fresh one (BLOOMZ).", "reuse")
 
 
+STANDINS = ("vit", "flan_t5", "blip2", "mt0", "bloomz", "nllb")
+
+
+@dataclass
+class Standins:
+    """The demo's pretrained parts, trained by the `standins` stage (mblip/demo/standins.py)."""
+    train: bool = doc("Train the stand-ins (demo); false = models.* are hub ids and the stage only records them.", False)
+    steps: dict[str, int] = doc(f"Optimizer steps per stand-in, overriding the defaults; keys from {STANDINS}.", factory=dict)
+    d_model: int = doc("Width of every stand-in LM (equal widths let realign reuse BLIP-2's projection).", 128)
+    vit_hidden: int = doc("Width of the stand-in ViT.", 64)
+    n_eval: int = doc("Held-out scenes each stand-in is scored on.", 60)
+
+    def check(self, key):
+        bad = [k for k in self.steps if k not in STANDINS]
+        if bad:
+            raise ConfigError(f"{key}.steps: unknown stand-in(s) {bad}; allowed: {list(STANDINS)}")
+        if any(v < 1 for v in self.steps.values()) or self.d_model < 8 or self.vit_hidden < 8:
+            raise ConfigError(f"{key}: steps must be positive and d_model/vit_hidden >= 8")
+
+
 @dataclass
 class Lora:
     rank: int = doc("LoRA rank r of the LLM adapters.", 8)
@@ -167,6 +187,55 @@ class Taskmix:
             raise ConfigError(f"{key}.tasks must list at least one task; allowed: {list(TASKS)}")
 
 
+@dataclass
+class Eval:
+    benchmarks: list[str] = doc("Benchmarks of the evaluate@ stages (demo data has xgqa, xvnli, marvl, xm3600).", factory=lambda: ["xgqa", "xvnli", "marvl", "xm3600"])
+    layout: Literal["demo", "paper"] = doc("File layout under data/: the demo world's or the official benchmarks'.", "paper")
+    languages: list[str] | None = doc("Evaluate only these languages; null = each benchmark's own list.", None)
+    limit: int | None = doc("Examples per language (null = all; a subset changes CIDEr's IDF: smoke tests only).", None)
+    batch_size: int = doc("Examples per generate call.", 32)
+    num_beams: int | None = doc("Override the protocol's beam width (5) for every benchmark; null = protocol.", None)
+
+    def check(self, key):
+        from mblip.evaluate import BENCHMARKS
+        bad = [b for b in self.benchmarks if b not in BENCHMARKS]
+        if bad:
+            raise ConfigError(f"{key}.benchmarks: unknown {bad}; allowed: {sorted(BENCHMARKS)}")
+        if self.batch_size < 1 or (self.limit is not None and self.limit < 1) or (self.num_beams is not None and self.num_beams < 1):
+            raise ConfigError(f"{key}: batch_size, limit and num_beams must be positive integers")
+
+
+FINETUNE_TASKS = ("xgqa", "xvnli", "marvl")
+
+
+@dataclass
+class Finetune:
+    """Stage 3: per-task fine-tuning of the merged model with a new LoRA (protocol §8.4), English data only."""
+    tasks: list[str] = doc("Tasks of the finetune@ stages.", factory=lambda: list(FINETUNE_TASKS))
+    lr: dict[str, float] = doc("LR per task (protocol: xGQA 3e-5, XVNLI 1e-5, MaRVL 1e-5).", factory=lambda: {"xgqa": 3e-5, "xvnli": 1e-5, "marvl": 1e-5})
+    epochs: dict[str, float] = doc("Epochs over the English training set per task (protocol: 5 / 10 / 20).", factory=lambda: {"xgqa": 5.0, "xvnli": 10.0, "marvl": 20.0})
+    batch_size: dict[str, int] = doc("Examples per optimizer step per task (protocol: 256 / 128 / 128).", factory=lambda: {"xgqa": 256, "xvnli": 128, "marvl": 128})
+    micro_batch_size: int = doc("Examples per forward pass; gradient accumulation = batch_size / micro_batch_size.", 16)
+    max_steps: int | None = doc("Cap on optimizer steps per task (null = the epochs decide).", None)
+    warmup_steps: int = doc("Linear LR warm-up steps.", 1000)
+    weight_decay: float = doc("AdamW weight decay.", 0.1)
+    clip: float = doc("Gradient-norm clipping.", 1.0)
+    max_len: int = doc("Max tokens of prompt and target.", 128)
+    ckpt_every: int = doc("Resumable checkpoint interval (steps).", 1000)
+
+    def check(self, key):
+        bad = [t for t in self.tasks if t not in FINETUNE_TASKS]
+        if bad:
+            raise ConfigError(f"{key}.tasks: unknown {bad}; allowed: {list(FINETUNE_TASKS)}")
+        for name in ("lr", "epochs", "batch_size"):
+            missing = [t for t in self.tasks if t not in getattr(self, name)]
+            if missing:
+                raise ConfigError(f"{key}.{name} has no value for task(s) {missing}")
+        for t, b in self.batch_size.items():
+            if b < 1 or b % self.micro_batch_size:
+                raise ConfigError(f"{key}.batch_size.{t} ({b}) must be a positive multiple of {key}.micro_batch_size ({self.micro_batch_size})")
+
+
 TASKS = ("caption", "vqa", "vqg", "match", "classify", "verify", "describe", "conversation", "cot", "explain")
 
 
@@ -178,11 +247,14 @@ class Config:
     world: World = doc("Demo world sizes (used when data.source is demo).", factory=World)
     languages: Languages = doc("Training languages and their assignment.", factory=Languages)
     models: Models = doc("Pretrained parts.", factory=Models)
+    standins: Standins = doc("The demo's stand-in pretrained parts.", factory=Standins)
     lora: Lora = doc("LoRA on the LLM.", factory=Lora)
     warmup: Warmup = doc("Stage 1: projection warm-up.", factory=Warmup)
     realign: Realign = doc("Stage 2: re-alignment on the task mix.", factory=Realign)
     translate: Translate = doc("Machine translation of the English data.", factory=Translate)
     taskmix: Taskmix = doc("The instruction task mix.", factory=Taskmix)
+    eval: Eval = doc("Evaluation (zero-shot and fine-tuned).", factory=Eval)
+    finetune: Finetune = doc("Per-task fine-tuning.", factory=Finetune)
 
     # -- convenience
     @property

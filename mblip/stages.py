@@ -204,3 +204,26 @@ def taskmix(cfg: Config) -> dict:
     write_rows(root / "plots/taskmix_counts.csv",
                [{"task": t, "lang": l, "n": n} for t, d in counts.items() for l, n in d.items()])
     return {"records": records, "counts": counts, "val": len(val)}
+
+
+# ------------------------------------------------------------------------------------------------ standins
+_STEP_ARG = {"flan_t5": "lm"}  # train_all's argument names
+
+
+def standins(cfg: Config) -> dict:
+    """Train the demo's stand-ins into ``models/standins/`` (or, for hub models, record their ids)."""
+    root = _root(cfg)
+    out = root / "models/standins"
+    if not cfg.standins.train:
+        out.mkdir(parents=True, exist_ok=True)
+        m = cfg.models
+        metrics = {"hub": {"blip2": m.blip2, "llm": m.llm, "translator": m.translator, "revisions": m.revisions}}
+        write_json(out / "hub.json", metrics)
+    else:
+        from mblip.demo.standins import train_all
+        w, s = cfg.world, cfg.standins
+        metrics = train_all(out, n_train=w.n_train, n_val=w.n_val, image_size=w.image_size, max_objects=w.max_objects,
+                            langs=cfg.languages.use, seed=cfg.seed, d_model=s.d_model, vit_hidden=s.vit_hidden, n_eval=s.n_eval,
+                            **{f"{_STEP_ARG.get(k, k)}_steps": v for k, v in s.steps.items()})
+    write_json(root / "metrics/standins.json", metrics)
+    return metrics

@@ -51,6 +51,7 @@ def test_dvc_stages_run_their_notebook_and_track_the_sections_they_read():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for name, st in dvc["stages"].items():
+        st = st.get("do", st)  # foreach stages
         cmd = st["cmd"] if isinstance(st["cmd"], str) else " ".join(st["cmd"])
         nb = re.search(r"notebooks/\S+\.ipynb", cmd).group(0)
         assert nb in st["deps"], f"stage {name}: notebook {nb} is not a dependency"

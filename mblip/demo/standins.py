@@ -1,0 +1,992 @@
+"""Pretrained stand-ins for the demo preset, trained from the demo world and saved with `save_pretrained`.
+
+The paper starts from checkpoints it downloads: EVA-CLIP inside BLIP-2, Flan-T5 (BLIP-2's English LLM), mT0 /
+BLOOMZ (the multilingual LLMs) and NLLB (the translator). The demo trains tiny versions of each here, in the order
+the real ones came to be, and writes them as ordinary Hugging Face folders that the rest of the pipeline loads with
+`from_pretrained(path)` exactly like hub ids:
+
+    <out_dir>/
+      vit/        "EVA-CLIP": Blip2VisionModel (64 px, patch 8) + BlipImageProcessor; pretrained on its own with
+                  per-column attribute heads (shape-or-empty, colour, size), which are not saved
+      flan-t5/    "Flan-T5": English-only T5ForConditionalGeneration + English Unigram tokenizer, instruction-tuned
+                  on text: scene description + instruction -> English caption / answer
+      blip2-en/   English "BLIP-2": Blip2ForConditionalGeneration = vit/ (frozen) + a new Q-Former and projection
+                  aligned to the frozen flan-t5/; tokenizer with <image>; Blip2Processor (image processor at 64 px)
+      mt0/        "mT0": MT5ForConditionalGeneration + multilingual Unigram tokenizer; captions and answers in all
+                  demo languages from the *textual* scene description (prompts name the output language)
+      bloomz/     "BLOOMZ": BloomForCausalLM + byte-level BPE tokenizer, the same tasks as mt0/ (causal path)
+      nllb/       "NLLB": M2M100ForConditionalGeneration + NllbTokenizer with NLLB language codes (src_lang,
+                  forced target-language token), trained briefly on realiser parallel text, so it makes errors
+      metrics.json  held-out metrics and wall time of every stand-in (`train_all`)
+
+The *scene description* (`scene_text`) is what a text-only LM sees in place of an image: a fixed English format,
+`scene: left large red circle | right small blue square`. Re-alignment later teaches the Q-Former to stand in for it.
+
+Everything is seeded (`torch.manual_seed`, `random.Random`) and draws batches in a fixed order, so a rerun with the
+same arguments gives the same weights on the same machine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mblip import languages as language_table
+from mblip import templates
+from mblip.demo import annotate
+from mblip.demo.realise import LANGUAGES, N_CAPTION_VARIANTS, realise, sample_meanings
+from mblip.demo.world import COLOURS, POSITIONS, SHAPES, SIZES, Scene, make_scenes, object_centre, render
+
+IMAGE_TOKEN = "<image>"
+# Special tokens, in the id order of the real models' vocabularies.
+T5_SPECIALS = ("<pad>", "</s>", "<unk>", IMAGE_TOKEN)  # T5 / mT5: pad 0, eos 1 (= decoder start 0)
+BLOOM_SPECIALS = ("<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN)  # BLOOM: unk 0, bos 1, eos 2, pad 3
+NLLB_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # NLLB: bos 0, pad 1, eos 2 (= decoder start), unk 3
+FOLDERS = {"vit": "vit", "flan_t5": "flan-t5", "blip2": "blip2-en", "mt0": "mt0", "bloomz": "bloomz", "nllb": "nllb"}
+N_ATTR = {"shape": len(SHAPES) + 1, "colour": len(COLOURS), "size": len(SIZES)}  # shape class 0 = empty column
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the textual scene description
+
+
+def scene_text(scene: Scene) -> str:
+    """What a text-only LM sees instead of the image: `scene: left large red circle | right small blue square`.
+
+    Separators stand apart from the words, so every attribute is the same token wherever it sits in the list.
+    """
+    return "scene: " + " | ".join(f"{o.position} {o.size} {o.colour} {o.shape}" for o in scene.objects)
+
+
+def _name(code: str) -> str:
+    return language_table.get(code).name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# task examples: (scene index, instruction, target), drawn one at a time from a seeded RNG
+
+
+def _captions(scenes: Sequence[Scene], seed: int, langs: Sequence[str]) -> list[tuple[int, list[dict]]]:
+    """(scene index, [{lang: caption} per caption variant]) for every scene."""
+    recs = annotate.captions(scenes, seed, [c for c in langs if c != "en"])
+    texts = [{"en": r["en"]["caption"], **{c: t["caption"] for c, t in r["gold"].items()}} for r in recs]
+    return [(i, texts[i * N_CAPTION_VARIANTS:(i + 1) * N_CAPTION_VARIANTS]) for i in range(len(scenes))]
+
+
+def _questions(scenes: Sequence[Scene], seed: int, langs: Sequence[str], make=annotate.vqa) -> list[tuple[int, dict]]:
+    """(scene index, {lang: (question, answer)}) for the VQA (or GQA) questions of every scene."""
+    index = {annotate.image_path(s.id): i for i, s in enumerate(scenes)}
+    recs = make(scenes, seed, [c for c in langs if c != "en"])
+    return [(index[r["image"]], {"en": (r["en"]["question"], r["en"]["answer"]),
+                                 **{c: (t["question"], t["answer"]) for c, t in r["gold"].items()}})
+            for r in recs]
+
+
+def caption_prompts(code: str) -> list[str]:
+    """Caption instructions for language `code`: the protocol's templates + the XM3600 eval prompt."""
+    out = [t.format(_name(code)) for t in templates.CAPTION_TEMPLATES_LANG]
+    if code == "en":
+        out += list(templates.CAPTION_TEMPLATES_EN)
+    return out + ["Caption in {}: ".format(_name(code))]  # == templates.eval_prompt("xm3600", code)
+
+
+def caption_variant(k: int, n_prompts: int) -> int:
+    """Which caption variant (plain / with sizes / positional) the k-th of n caption prompts asks for.
+
+    Each prompt always gets the same variant, so a prompt has one answer and greedy decoding does not blend
+    variants; the eval prompt (the last) gets the plain caption.
+    """
+    return 0 if k == n_prompts - 1 else k % N_CAPTION_VARIANTS
+
+
+def vqa_prompts(question: str, answer_code: str) -> list[str]:
+    """VQA instructions asking for an answer in `answer_code`: the protocol's templates + the xGQA/MaXM prompt."""
+    name = _name(answer_code)
+    return [t.format(question, name) for t in templates.VQA_TEMPLATES] + [f"Question: {question} Short answer in {name}:"]
+
+
+class WorldText:
+    """The train scenes' captions and VQA questions, realised once in every language the stand-ins need."""
+
+    def __init__(self, scenes: Sequence[Scene], seed: int, langs: Sequence[str]):
+        self.scenes, self.seed, self.langs = list(scenes), seed, list(langs)
+        self.captions = _captions(scenes, seed, self.langs)
+        self.questions = _questions(scenes, seed, self.langs)
+
+
+class TaskSampler:
+    """Draws (scene index, instruction, target) training examples: captions and VQA, in the given languages.
+
+    A caption example picks a caption variant, a language and a template; a VQA example picks a question language
+    and answers in English or in that language (half each, as the authors' VQA answer rule), the template naming
+    the answer language. The eval prompts ("Caption in X: ", "Question: q Short answer in X:") are drawn a third
+    of the time, so the zero-shot prompts are well known.
+    """
+
+    def __init__(self, texts: "WorldText", langs: Sequence[str], vqa_share: float = 0.7):
+        self.vqa_share = vqa_share  # answers need reasoning over the scene, captions mostly copy it: more VQA
+        missing = [c for c in langs if c not in texts.langs]
+        if missing:
+            raise ValueError(f"the world text was realised in {texts.langs}, not in {missing}; add them to its langs")
+        self.langs = list(langs)
+        self.captions, self.questions = texts.captions, texts.questions
+
+    def __call__(self, rng: random.Random) -> tuple[int, str, str]:
+        code = rng.choice(self.langs)
+        eval_prompt = rng.random() < 1 / 3
+        if rng.random() >= self.vqa_share:
+            scene, variants = rng.choice(self.captions)
+            prompts = caption_prompts(code)
+            k = len(prompts) - 1 if eval_prompt else rng.randrange(len(prompts) - 1)
+            return scene, prompts[k], variants[caption_variant(k, len(prompts))][code]
+        scene, texts = rng.choice(self.questions)
+        question, answer = texts[code]
+        answer_code = code if rng.random() < 0.5 else "en"
+        prompts = vqa_prompts(question, answer_code)
+        return scene, prompts[-1] if eval_prompt else rng.choice(prompts[:-1]), texts[answer_code][1]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.strip().split()).casefold()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tokenizers, trained with `tokenizers` on the world's own text
+
+
+_MARK = "\x01"  # never in the world's text
+
+
+def _unigram(texts: Sequence[str], vocab_size: int, specials: Sequence[str]):
+    """A Metaspace + Unigram tokenizer (mT5 / NLLB style).
+
+    `tokenizers`' Unigram trainer seeds its pieces with substrings shared by at least two distinct *words*. In a
+    world with a closed vocabulary most words sit inside no other word, so whole words never become pieces
+    ("large" -> "la r ge", 2.5x longer sequences). Training on every line twice, once with a marker after each
+    word, makes each word such a substring; pieces holding the marker are dropped afterwards.
+    NFC only: NFKC would turn CJK full-width punctuation (？，) into ASCII and decoding would not give the text back.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    alphabet = sorted({ch for t in texts for ch in t})  # every character stays representable: no <unk> in the world
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(specials), unk_token="<unk>",
+                                      initial_alphabet=alphabet)
+    marked = [" ".join(w + _MARK for w in t.split(" ")) for t in texts]
+    tok.train_from_iterator([*texts, *marked], trainer, length=2 * len(texts))
+    return _respecial(tok, specials)
+
+
+def _respecial(tok, specials: Sequence[str]):
+    """The same Unigram pieces under another special-token layout (NLLB's ids differ from mT5's)."""
+    from tokenizers import AddedToken, Tokenizer, models
+
+    spec = json.loads(tok.to_str())
+    old = {t["content"] for t in spec["added_tokens"]}
+    pieces = [(p, s) for p, s in spec["model"]["vocab"] if p not in old and _MARK not in p]
+    new = Tokenizer(models.Unigram([(s, 0.0) for s in specials] + pieces, unk_id=list(specials).index("<unk>")))
+    new.normalizer, new.pre_tokenizer, new.decoder = tok.normalizer, tok.pre_tokenizer, tok.decoder
+    new.add_special_tokens([AddedToken(s, normalized=False, special=True) for s in specials])
+    return new
+
+
+def t5_tokenizer(texts: Sequence[str], vocab_size: int):
+    """T5/mT5-style tokenizer: Unigram + Metaspace, appends </s>, has <pad>=0 </s>=1 <unk>=2 <image>=3."""
+    return _t5_from_unigram(_unigram(texts, vocab_size, T5_SPECIALS))
+
+
+def _t5_from_unigram(unigram):
+    """The T5-style tokenizer around trained Unigram pieces (mT0 shares its pieces with the translator)."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = _respecial(unigram, T5_SPECIALS)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   additional_special_tokens=[IMAGE_TOKEN])
+
+
+def bloom_tokenizer(texts: Sequence[str], vocab_size: int):
+    """BLOOM-style tokenizer: byte-level BPE (never <unk>), no special tokens added, left padding."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BLOOM_SPECIALS),
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+                            length=len(texts))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", additional_special_tokens=[IMAGE_TOKEN], padding_side="left")
+
+
+def nllb_tokenizer(unigram, codes: Sequence[str]):
+    """NLLB tokenizer over trained Unigram pieces: <s>=0 <pad>=1 </s>=2 <unk>=3, the language codes, <mask>.
+    As NLLB: source = [src_lang] tokens </s>; generation is forced to start with the target code."""
+    from transformers import NllbTokenizer
+
+    tok = _respecial(unigram, [*NLLB_SPECIALS, *codes, "<mask>"])
+    return NllbTokenizer(tokenizer_object=tok, extra_special_tokens=list(codes), src_lang=codes[0])
+
+
+def world_texts(texts: WorldText, langs: Sequence[str], limit: int | None = None) -> list[str]:
+    """Text of the world in `langs` (scene descriptions, captions, questions, answers, descriptions, prompts),
+    unique and in a fixed order; `limit` keeps an evenly spread sample of the sentences (tokenizer training time
+    grows with the corpus). The instructions come last, repeated."""
+    out = [scene_text(s) for s in texts.scenes]
+    out += [caps[c] for _, variants in texts.captions for caps in variants for c in langs]
+    out += [t for _, qas in texts.questions for c in langs for t in qas[c]]
+    other = [c for c in langs if c != "en"]
+    few = texts.scenes[:100]
+    for r in annotate.describe(few, texts.seed, other) + annotate.nli(few, texts.seed, other) + \
+            annotate.two_image(few, texts.seed, other):
+        out += [t for c in langs for t in (r["en"] if c == "en" else r["gold"][c]).values()]
+    out = list(dict.fromkeys(out))
+    if limit is not None and len(out) > limit:
+        alphabet = "".join(sorted({ch for t in out for ch in t}))  # rare characters survive the sampling
+        out = [out[i] for i in np.linspace(0, len(out) - 1, limit).astype(int)] + [alphabet]
+    lexicon = [realise(m, c) for m in sample_meanings() for c in langs]  # every word of every language, kept
+    # the instructions are in every training example: repeated, so that their words become pieces
+    prompts = [p.strip() for c in langs for p in caption_prompts(c) + vqa_prompts("", c)]
+    return out + list(dict.fromkeys(lexicon)) + list(dict.fromkeys(prompts)) * 20
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one explicit training loop for every stand-in
+
+
+def _fit(params: list[nn.Parameter], loss_fn: Callable[[int], torch.Tensor], *, steps: int, lr: float,
+         warmup: int, desc: str, weight_decay: float = 0.01) -> list[float]:
+    """AdamW, linear warm-up then cosine decay to 10 %, gradient clipping at 1; returns the loss per step."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    losses = []
+    bar = tqdm(range(steps), desc=desc, unit="step", leave=False)
+    for step in bar:
+        loss = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    return losses
+
+
+def _pad(seqs: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    rows = [([value] * (width - len(s)) + list(s)) if left else (list(s) + [value] * (width - len(s))) for s in seqs]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _loss_summary(losses: Sequence[float]) -> dict:
+    k = max(1, min(20, len(losses) // 5))
+    return {"loss_first": round(float(np.mean(losses[:k])), 4), "loss_last": round(float(np.mean(losses[-k:])), 4)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. vision encoder ("EVA-CLIP")
+
+
+def image_processor(image_size: int = 64):
+    """BLIP-2's image preprocessing (bicubic resize, CLIP mean/std) at the demo's resolution."""
+    from transformers import BlipImageProcessorPil
+
+    return BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+
+
+def pixels(scenes: Sequence[Scene], image_size: int, seed: int, batch: int = 500) -> torch.Tensor:
+    """Rendered and preprocessed images, (N, 3, S, S); the renderer seed is the world seed, as in `mblip fetch`."""
+    proc = image_processor(image_size)
+    out = []
+    for i in tqdm(range(0, len(scenes), batch), desc="render scenes", unit="batch", leave=False):
+        imgs = [render(s, image_size, seed) for s in scenes[i:i + batch]]
+        out.append(proc(imgs, return_tensors="pt")["pixel_values"])
+    return torch.cat(out)
+
+
+def attribute_labels(scenes: Sequence[Scene], grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (shape-or-empty with 0 = empty, colour, size; -100 = not applicable) per column and per patch.
+
+    Returns (N, 3 columns, 3) and (N, grid, grid, 3). A patch is labelled with the object whose bounding box holds
+    the patch centre; the dense labels give every patch a target, a much stronger signal than 3 per image.
+    """
+    cols = torch.full((len(scenes), len(POSITIONS), 3), -100, dtype=torch.long)
+    dense = torch.full((len(scenes), grid, grid, 3), -100, dtype=torch.long)
+    cols[..., 0] = 0
+    dense[..., 0] = 0
+    centre = (torch.arange(grid) + 0.5) / grid  # patch centres as fractions of the side
+    for i, s in enumerate(scenes):
+        for o in s.objects:
+            label = torch.tensor([1 + SHAPES.index(o.shape), list(COLOURS).index(o.colour), list(SIZES).index(o.size)])
+            cols[i, o.column] = label
+            cx, cy = object_centre(o, 1)
+            r = SIZES[o.size] * 1.15  # the triangle's corners reach 1.15 r
+            inside = ((centre[:, None] - cy).abs() <= r) & ((centre[None, :] - cx).abs() <= r)  # (row, col)
+            dense[i][inside] = label
+    return cols, dense
+
+
+class AttributeProbe(nn.Module):
+    """Attribute heads on a ViT: a patch head on every patch state, a column head on attention-pooled columns.
+
+    Supervising *patch* states (not the CLS token) makes the patches themselves carry what and where, which is
+    what the Q-Former later cross-attends to; the column pooling is attention (one learned query, softmax over the
+    column's patches), as the Q-Former reads them. The two heads are separate: with one linear head, a column's
+    logits would be the mean of its patch logits, and the many background patches would vote "empty".
+    """
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.vit = vit
+        cfg = vit.config
+        grid = cfg.image_size // cfg.patch_size
+        centre = (torch.arange(grid) + 0.5) * cfg.patch_size
+        column = (centre * len(POSITIONS) / cfg.image_size).long().clamp(max=len(POSITIONS) - 1)
+        outside = torch.stack([(column != c).repeat(grid) for c in range(len(POSITIONS))])  # (3, grid*grid)
+        self.register_buffer("outside", outside, persistent=False)
+        self.query = nn.Parameter(torch.zeros(cfg.hidden_size))
+        self.column_head = nn.Linear(cfg.hidden_size, sum(N_ATTR.values()))
+        self.patch_head = nn.Linear(cfg.hidden_size, sum(N_ATTR.values()))
+        self.grid = grid
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Logits per attribute: per column (B, 3, K) and per patch (B, grid, grid, K)."""
+        states = self.vit(pixel_values=pixel_values).last_hidden_state[:, 1:]  # drop CLS
+        scores = (states @ self.query)[:, None, :].masked_fill(self.outside, float("-inf"))  # (B, 3, P)
+        cols = self.column_head(scores.softmax(-1) @ states)
+        patches = self.patch_head(states).unflatten(1, (self.grid, self.grid))
+        sizes = list(N_ATTR.values())
+        return list(cols.split(sizes, dim=-1)), list(patches.split(sizes, dim=-1))
+
+    @staticmethod
+    def loss(logits: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        return sum(nn.functional.cross_entropy(lo.flatten(0, -2), y[..., k].flatten(), ignore_index=-100)
+                   for k, lo in enumerate(logits))
+
+
+@torch.no_grad()
+def attribute_accuracy(probe: AttributeProbe, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Held-out accuracy per attribute: shape-or-empty over all columns, colour and size over occupied ones."""
+    probe.eval()
+    logits = [torch.cat(parts) for parts in zip(*(probe(x[i:i + 256])[0] for i in range(0, len(x), 256)))]
+    probe.train()
+    out = {}
+    for k, (name, lo) in enumerate(zip(N_ATTR, logits)):
+        keep = y[..., k] != -100
+        out[name] = round((lo.argmax(-1)[keep] == y[..., k][keep]).float().mean().item(), 4)
+    return out
+
+
+def train_vision(out_dir: str | Path, train_x: torch.Tensor, train_y: tuple[torch.Tensor, torch.Tensor],
+                 val_x: torch.Tensor, val_y: torch.Tensor, *, hidden_size: int = 96, num_layers: int = 3, patch_size: int = 8,
+                 steps: int = 700, batch_size: int = 64, lr: float = 1.5e-3, seed: int = 0) -> dict:
+    """Pretrain the demo's EVA-CLIP on its own: a tiny Blip2VisionModel with per-column attribute heads.
+
+    out_dir: folder for the Blip2VisionModel + image processor (the heads are not saved).
+    train_x, train_y: `pixels(...)` and `attribute_labels(...)` (column and patch labels) of the train scenes.
+    val_x, val_y: pixels and column labels of held-out scenes.
+    hidden_size, num_layers, patch_size: ViT size (4 attention heads, MLP 4x).
+    steps, batch_size, lr: AdamW schedule. Batches are flipped left-right half the time, columns swapped to match.
+    seed: seeds init and batch order.
+    Returns held-out accuracy per attribute (shape, colour, size) and the loss at start and end.
+    """
+    from transformers import Blip2VisionConfig, Blip2VisionModel
+
+    torch.manual_seed(seed)
+    image_size = train_x.shape[-1]
+    if image_size % patch_size:
+        raise ValueError(f"image size {image_size} is not a multiple of patch_size {patch_size}; pick a divisor")
+    cfg = Blip2VisionConfig(hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=num_layers,
+                            num_attention_heads=4, image_size=image_size, patch_size=patch_size,
+                            initializer_range=0.02)  # the default (1e-10) leaves a ViT that never trains
+    vit = Blip2VisionModel(cfg)
+    _sincos_positions(vit)
+    probe = AttributeProbe(vit)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step_loss(step: int) -> torch.Tensor:
+        idx = torch.randint(len(train_x), (batch_size,), generator=gen)
+        x, cols, patches = train_x[idx], train_y[0][idx], train_y[1][idx]
+        flip = torch.rand(batch_size, generator=gen) < 0.5  # a mirrored scene is a scene with columns reversed
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        cols = torch.where(flip[:, None, None], cols.flip(1), cols)
+        patches = torch.where(flip[:, None, None, None], patches.flip(2), patches)
+        col_logits, patch_logits = probe(x)
+        return probe.loss(col_logits, cols) + probe.loss(patch_logits, patches)
+
+    losses = _fit(list(probe.parameters()), step_loss, steps=steps, lr=lr, warmup=30, desc="vit", weight_decay=0.05)
+    metrics = {**attribute_accuracy(probe, val_x, val_y), **_loss_summary(losses)}
+    vit.save_pretrained(out_dir)
+    image_processor(image_size).save_pretrained(out_dir)
+    return metrics
+
+
+def _sincos_positions(vit: nn.Module) -> None:
+    """Start the patch position embeddings from a 2-D sine/cosine code (as MAE): a ViT trained from scratch on a
+    few thousand images learns *where* far faster than from random positions. They stay trainable."""
+    emb = vit.embeddings.position_embedding
+    d, grid = emb.shape[-1], vit.config.image_size // vit.config.patch_size
+    q = d // 4
+    freq = 1.0 / (100.0 ** (torch.arange(q) / q))
+    ys, xs = torch.meshgrid(torch.arange(grid).float(), torch.arange(grid).float(), indexing="ij")
+    xs, ys = xs.flatten()[:, None] * freq, ys.flatten()[:, None] * freq
+    code = torch.cat([xs.sin(), xs.cos(), ys.sin(), ys.cos()], 1)
+    with torch.no_grad():
+        emb.zero_()
+        emb[0, 1:, : code.shape[1]] = 0.5 * code
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# text LMs: batches, generation, evaluation
+
+
+def _encode(tok, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+    return tok(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+
+
+class Seq2SeqBatcher:
+    """Token ids of a seq2seq batch: source = (scene description) + instruction + </s>, labels = target + </s>.
+
+    `prefix` replaces the scene description: BLIP-2 puts `num_query_tokens` <image> tokens there, where the
+    processor puts them.
+    """
+
+    def __init__(self, tok, pad_id: int):
+        self.tok, self.pad_id = tok, pad_id
+
+    def __call__(self, prefixes: Sequence[list[int]], instructions: Sequence[str], targets: Sequence[str] | None):
+        src = [p + ids for p, ids in zip(prefixes, _encode(self.tok, instructions))]
+        batch = {"input_ids": _pad(src, self.pad_id)}
+        batch["attention_mask"] = (_pad([[1] * len(s) for s in src], 0))
+        if targets is not None:
+            batch["labels"] = _pad(_encode(self.tok, targets), -100)
+        return batch
+
+
+@torch.no_grad()
+def _generate(model, batches: list[dict], tok, max_new_tokens: int, decoder_only: bool = False, **kwargs) -> list[str]:
+    model.eval()
+    out = []
+    for batch in batches:
+        ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **kwargs)
+        if decoder_only:
+            ids = ids[:, batch["input_ids"].shape[1]:]  # decoder-only generate returns prompt + new tokens
+        out += tok.batch_decode(ids, skip_special_tokens=True)
+    model.train()
+    return [o.strip() for o in out]
+
+
+def _chunks(items: Sequence, size: int) -> list[Sequence]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _eval_items(scenes: Sequence[Scene], seed: int, langs: Sequence[str], n_scenes: int):
+    """Held-out eval items: GQA-style questions (answers in English, as xGQA) and captions (3 references)."""
+    scenes = list(scenes[:n_scenes])
+    qas = _questions(scenes, seed, langs, make=annotate.gqa)
+    caps = {i: {c: [v[c] for v in variants] for c in langs} for i, variants in _captions(scenes, seed, langs)}
+    return scenes, qas, caps
+
+
+def _text_lm_metrics(predict: Callable[[list[tuple[int, str]], int], list[str]], scenes, seed, langs,
+                     n_scenes: int, answer_in: str = "en") -> dict:
+    """Exact match of xGQA-style answers and caption accuracy (= one of the references), per language.
+
+    predict(items, max_new_tokens) -> texts, where items are (scene index, instruction).
+    """
+    scenes, qas, caps = _eval_items(scenes, seed, langs, n_scenes)
+    qa_em, cap_acc = {}, {}
+    for c in langs:
+        items = [(i, f"Question: {qa[c][0]} Short answer in {_name(answer_in)}:") for i, qa in qas]
+        preds = predict(items, 6)
+        gold = [qa[answer_in][1] for _, qa in qas]
+        qa_em[c] = round(float(np.mean([_norm(p) == _norm(g) for p, g in zip(preds, gold)])), 4)
+        items = [(i, f"Caption in {_name(c)}: ") for i in caps]
+        preds = predict(items, 40)
+        cap_acc[c] = round(float(np.mean([_norm(p) in {_norm(r) for r in caps[i][c]}
+                                          for p, (i, _) in zip(preds, items)])), 4)
+    return {"qa_em": qa_em, "caption_acc": cap_acc, "qa_n": len(qas), "caption_n": len(caps)}
+
+
+def _lm_init(model: nn.Module) -> None:
+    """transformers 5 always ties mT5's output head to its input embeddings, without T5's d^-1/2 output scaling,
+    and starts the embeddings at std 1: logits of std ~sqrt(d), an initial loss of ~70. Start them at d^-1/2."""
+    if not getattr(model.config, "scale_decoder_outputs", False):
+        emb = model.get_input_embeddings().weight
+        nn.init.normal_(emb, std=emb.shape[1] ** -0.5)
+
+
+def _train_text_seq2seq(model, tok, sampler: Callable[[random.Random], tuple[int, str, str]], scene_ids: list[list[int]],
+                        *, steps: int, batch_size: int, lr: float, seed: int, desc: str) -> list[float]:
+    """Train a seq2seq LM on (scene description + instruction -> target) examples drawn by `sampler`."""
+    rng = random.Random(seed)
+    batcher = Seq2SeqBatcher(tok, tok.pad_token_id)
+
+    def step_loss(step: int) -> torch.Tensor:
+        ex = [sampler(rng) for _ in range(batch_size)]
+        batch = batcher([scene_ids[i] for i, _, _ in ex], [e[1] for e in ex], [e[2] for e in ex])
+        return model(**batch).loss
+
+    return _fit([p for p in model.parameters() if p.requires_grad], step_loss, steps=steps, lr=lr, warmup=30, desc=desc)
+
+
+def _seq2seq_predictor(model, tok, scene_ids: list[list[int]], batch_size: int = 200):
+    batcher = Seq2SeqBatcher(tok, tok.pad_token_id)
+
+    def predict(items: list[tuple[int, str]], max_new_tokens: int) -> list[str]:
+        batches = [batcher([scene_ids[i] for i, _ in chunk], [t for _, t in chunk], None)
+                   for chunk in _chunks(items, batch_size)]
+        return _generate(model, batches, tok, max_new_tokens)
+
+    return predict
+
+
+def _scene_ids(tok, scenes: Sequence[Scene]) -> list[list[int]]:
+    return _encode(tok, [scene_text(s) for s in scenes], add_special_tokens=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. English LM ("Flan-T5")
+
+
+def train_english_lm(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], *,
+                     d_model: int = 128, num_layers: int = 2, vocab_size: int = 800, steps: int = 500,
+                     batch_size: int = 64, lr: float = 3e-3, n_eval: int = 100, seed: int = 0) -> dict:
+    """The demo's Flan-T5: an English-only T5 (gated-gelu) with its own tokenizer, instruction-tuned on text.
+
+    out_dir: folder for T5ForConditionalGeneration + tokenizer.
+    texts: the train scenes' text (`WorldText`, with English); val_scenes: held-out scenes for the metrics.
+    d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 4 heads, d_ff = 2 d_model).
+    vocab_size: upper bound of the English Unigram vocabulary (the world has a few hundred English words).
+    steps, batch_size, lr: training schedule; seed: init and example order.
+    n_eval: held-out scenes for the metrics (4 questions each; captions).
+    Returns English held-out answer exact match and caption accuracy.
+    """
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    tok = t5_tokenizer(world_texts(texts, ["en"]), vocab_size)
+    cfg = T5Config(vocab_size=len(tok), d_model=d_model, d_kv=d_model // 4, d_ff=2 * d_model, num_layers=num_layers,
+                   num_decoder_layers=num_layers, num_heads=4, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                   pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    model = T5ForConditionalGeneration(cfg)
+    _lm_init(model)
+    losses = _train_text_seq2seq(model, tok, TaskSampler(texts, ["en"]), _scene_ids(tok, texts.scenes), steps=steps,
+                                 batch_size=batch_size, lr=lr, seed=seed, desc="flan-t5")
+    predict = _seq2seq_predictor(model, tok, _scene_ids(tok, val_scenes))
+    m = _text_lm_metrics(predict, val_scenes, texts.seed, ["en"], n_eval)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return {"vqa_em": m["qa_em"]["en"], "caption_acc": m["caption_acc"]["en"], **_loss_summary(losses)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. English BLIP-2: frozen ViT + new Q-Former + projection, aligned to the frozen English LM
+
+
+@torch.no_grad()
+def vision_features(vit: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Last hidden states of the frozen ViT, (N, 1 + patches, d): computed once, the Q-Former reads them."""
+    vit.eval()
+    return torch.cat([vit(pixel_values=x[i:i + batch]).last_hidden_state for i in range(0, len(x), batch)])
+
+
+def _query_features(blip2, feats: torch.Tensor) -> torch.Tensor:
+    """Projected Q-Former outputs from cached ViT states: HF's get_image_features minus the ViT."""
+    queries = blip2.query_tokens.expand(feats.shape[0], -1, -1)
+    mask = torch.ones(feats.shape[:-1], dtype=torch.long)
+    out = blip2.qformer(query_embeds=queries, encoder_hidden_states=feats, encoder_attention_mask=mask)
+    return blip2.language_projection(out.last_hidden_state)
+
+
+def _blip2_forward(blip2, feats: torch.Tensor, batch: dict):
+    """HF's BLIP-2 forward on cached ViT features (its `mm_encoder_outputs` hook): image tokens get the features."""
+    from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
+
+    image = BaseModelOutputWithVisionQformerOutputs(pooler_output=_query_features(blip2, feats))
+    return blip2(pixel_values=None, mm_encoder_outputs={"image": image}, **batch)
+
+
+def train_blip2_english(out_dir: str | Path, vit_dir: str | Path, lm_dir: str | Path, texts: WorldText,
+                        val_scenes: Sequence[Scene], train_x: torch.Tensor, val_x: torch.Tensor, *,
+                        qformer_hidden: int = 96, qformer_layers: int = 2, num_query_tokens: int = 8,
+                        steps: int = 600, batch_size: int = 64, lr: float = 2e-3, n_eval: int = 100,
+                        seed: int = 0) -> dict:
+    """The English BLIP-2: the pretrained ViT (frozen) + a new Q-Former + projection, aligned to the frozen LM.
+
+    out_dir: folder for the complete Blip2ForConditionalGeneration + tokenizer + Blip2Processor.
+    vit_dir, lm_dir: folders written by `train_vision` and `train_english_lm`.
+    texts: the train scenes' text (`WorldText`, with English); `train_x` are their images (`pixels(...)`).
+    val_scenes: held-out scenes whose images are `val_x`.
+    qformer_hidden, qformer_layers: Q-Former size (4 heads, cross-attention in every layer).
+    num_query_tokens: learned queries = visual tokens the LM sees.
+    steps, batch_size, lr: training schedule (Q-Former, queries and projection train; ViT and LM are frozen).
+    n_eval: held-out scenes for the metrics, generated through the saved model's own `generate(pixel_values=...)`.
+    Returns English held-out answer exact match and caption accuracy.
+    """
+    from transformers import (AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
+                              Blip2QFormerConfig, Blip2VisionModel, T5ForConditionalGeneration)
+
+    torch.manual_seed(seed)
+    vit = Blip2VisionModel.from_pretrained(vit_dir)
+    lm = T5ForConditionalGeneration.from_pretrained(lm_dir)
+    tok = AutoTokenizer.from_pretrained(lm_dir)
+    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    qcfg = Blip2QFormerConfig(hidden_size=qformer_hidden, intermediate_size=4 * qformer_hidden,
+                              num_hidden_layers=qformer_layers, num_attention_heads=4, cross_attention_frequency=1,
+                              initializer_range=0.02, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg = Blip2Config(vision_config=vit.config.to_dict(), qformer_config=qcfg.to_dict(),
+                      text_config=lm.config.to_dict(), num_query_tokens=num_query_tokens, image_token_index=image_id,
+                      initializer_range=0.02)
+    blip2 = Blip2ForConditionalGeneration(cfg)
+    blip2.vision_model.load_state_dict(vit.state_dict())
+    blip2.language_model.load_state_dict(lm.state_dict())
+    with torch.no_grad():
+        blip2.query_tokens.normal_(std=0.02)  # HF starts them at zeros: identical queries stay identical
+    for name, p in blip2.named_parameters():
+        p.requires_grad_(name.startswith(("qformer.", "query_tokens", "language_projection.")))
+
+    feats = vision_features(blip2.vision_model, train_x)  # the ViT is frozen: once, not every step
+    prefix = [image_id] * num_query_tokens
+    sampler = TaskSampler(texts, ["en"])
+    batcher = Seq2SeqBatcher(tok, tok.pad_token_id)
+    rng = random.Random(seed)
+
+    def step_loss(step: int) -> torch.Tensor:
+        ex = [sampler(rng) for _ in range(batch_size)]
+        batch = batcher([prefix] * batch_size, [e[1] for e in ex], [e[2] for e in ex])
+        return _blip2_forward(blip2, feats[[e[0] for e in ex]], batch).loss
+
+    blip2.language_model.eval()  # frozen, no dropout
+    losses = _fit([p for p in blip2.parameters() if p.requires_grad], step_loss, steps=steps, lr=lr, warmup=30,
+                  desc="blip2-en")
+    blip2.save_pretrained(out_dir)
+    processor = Blip2Processor(image_processor(vit.config.image_size), tok, num_query_tokens=num_query_tokens)
+    processor.save_pretrained(out_dir)
+
+    def predict(items: list[tuple[int, str]], max_new_tokens: int) -> list[str]:
+        # the real path: pixels -> ViT -> Q-Former -> LM, as every user of the folder runs it
+        batches = []
+        for chunk in _chunks(items, 200):
+            b = batcher([prefix] * len(chunk), [t for _, t in chunk], None)
+            b["pixel_values"] = val_x[[i for i, _ in chunk]]
+            batches.append(b)
+        return _generate(blip2, batches, tok, max_new_tokens)
+
+    m = _text_lm_metrics(predict, val_scenes, texts.seed, ["en"], n_eval)
+    return {"vqa_em": m["qa_em"]["en"], "caption_acc": m["caption_acc"]["en"], **_loss_summary(losses)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. multilingual seq2seq LM ("mT0")
+
+
+def train_mt0(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], tokenizer, *,
+              langs: Sequence[str] = LANGUAGES, d_model: int = 128, num_layers: int = 2, steps: int = 800,
+              batch_size: int = 64, lr: float = 3e-3, n_eval: int = 50, seed: int = 0) -> dict:
+    """The demo's mT0: a multilingual mT5 (gated-gelu) that captions and answers in every language from text.
+
+    out_dir: folder for MT5ForConditionalGeneration + tokenizer.
+    texts: the train scenes' text in (at least) `langs`; val_scenes: held-out scenes for the metrics.
+    tokenizer: the multilingual T5-style tokenizer (`t5_tokenizer(world_texts(...))`).
+    langs: language codes it learns (captions in each; questions in each, answers in English or that language).
+    d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 4 heads, d_ff = 2 d_model).
+    steps, batch_size, lr: training schedule; seed: init and example order.
+    n_eval: held-out scenes for the metrics.
+    Returns per-language held-out xGQA-style exact match (English answers) and caption accuracy.
+    """
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    tok = tokenizer
+    cfg = MT5Config(vocab_size=len(tok), d_model=d_model, d_kv=d_model // 4, d_ff=2 * d_model, num_layers=num_layers,
+                    num_decoder_layers=num_layers, num_heads=4, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+                    decoder_start_token_id=0)
+    model = MT5ForConditionalGeneration(cfg)
+    _lm_init(model)
+    losses = _train_text_seq2seq(model, tok, TaskSampler(texts, langs), _scene_ids(tok, texts.scenes), steps=steps,
+                                 batch_size=batch_size, lr=lr, seed=seed, desc="mt0")
+    predict = _seq2seq_predictor(model, tok, _scene_ids(tok, val_scenes))
+    m = _text_lm_metrics(predict, val_scenes, texts.seed, langs, n_eval)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return {**m, **_loss_summary(losses)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. multilingual causal LM ("BLOOMZ")
+
+
+def train_bloomz(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], tokenizer, *,
+                 langs: Sequence[str] = LANGUAGES, hidden_size: int = 128, num_layers: int = 3, steps: int = 800,
+                 batch_size: int = 64, lr: float = 3e-3, n_eval: int = 50, seed: int = 0) -> dict:
+    """The demo's BLOOMZ: a multilingual BloomForCausalLM on the same tasks as `train_mt0`.
+
+    A training sequence is prompt (scene description + instruction) + target + </s>; the loss is on the target.
+    tokenizer: byte-level BPE (`bloom_tokenizer(world_texts(...))`). Other arguments as in `train_mt0`.
+    """
+    from transformers import BloomConfig, BloomForCausalLM
+
+    torch.manual_seed(seed)
+    tok = tokenizer
+    cfg = BloomConfig(vocab_size=len(tok), hidden_size=hidden_size, n_layer=num_layers, n_head=4,
+                      hidden_dropout=0.0, attention_dropout=0.0, pad_token_id=tok.pad_token_id,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, initializer_range=0.02)
+    model = BloomForCausalLM(cfg)
+    sampler = TaskSampler(texts, langs)
+    train_ids = _scene_ids(tok, texts.scenes)
+    rng = random.Random(seed)
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+
+    def step_loss(step: int) -> torch.Tensor:
+        ex = [sampler(rng) for _ in range(batch_size)]
+        prompts = _bloom_prompts(tok, [train_ids[i] for i, _, _ in ex], [e[1] for e in ex])
+        targets = [ids + [eos] for ids in _encode(tok, [e[2] for e in ex], add_special_tokens=False)]
+        seqs = [p + t for p, t in zip(prompts, targets)]
+        labels = [[-100] * len(p) + t for p, t in zip(prompts, targets)]  # the loss is on the target only
+        input_ids = _pad(seqs, pad)
+        return model(input_ids=input_ids, attention_mask=_pad([[1] * len(s) for s in seqs], 0),
+                     labels=_pad(labels, -100)).loss
+
+    losses = _fit(list(model.parameters()), step_loss, steps=steps, lr=lr, warmup=30, desc="bloomz")
+    val_ids = _scene_ids(tok, val_scenes)
+
+    def predict(items: list[tuple[int, str]], max_new_tokens: int) -> list[str]:
+        batches = []
+        for chunk in _chunks(items, 200):
+            prompts = _bloom_prompts(tok, [val_ids[i] for i, _ in chunk], [t for _, t in chunk])
+            batches.append({"input_ids": _pad(prompts, pad, left=True),  # generation continues the prompt
+                            "attention_mask": _pad([[1] * len(p) for p in prompts], 0, left=True)})
+        return _generate(model, batches, tok, max_new_tokens, decoder_only=True, pad_token_id=pad)
+
+    m = _text_lm_metrics(predict, val_scenes, texts.seed, langs, n_eval)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return {**m, **_loss_summary(losses)}
+
+
+def _bloom_prompts(tok, scene_ids: Sequence[list[int]], instructions: Sequence[str]) -> list[list[int]]:
+    # a space between scene and instruction, as in the seq2seq models' Metaspace tokens
+    return [s + ids for s, ids in zip(scene_ids, _encode(tok, [" " + t for t in instructions],
+                                                             add_special_tokens=False))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 6. translator ("NLLB")
+
+
+def parallel_text(texts: WorldText, langs: Sequence[str]) -> list[dict[str, str]]:
+    """English sentences with their realiser translations: captions, questions, answers, object names, and the
+    multi-sentence descriptions of a few scenes (every field the translate stage sends through the translator)."""
+    rows = [caps for _, variants in texts.captions for caps in variants]
+    rows += [{c: qa[c][0] for c in langs} for _, qa in texts.questions]
+    rows += [{c: qa[c][1] for c in langs} for _, qa in texts.questions]
+    other = [c for c in langs if c != "en"]
+    for r in annotate.classify(texts.scenes, texts.seed, other) + annotate.describe(texts.scenes[:300], texts.seed, other):
+        field = "label" if r["task"] == "classify" else "description"
+        rows.append({"en": r["en"][field], **{c: r["gold"][c][field] for c in other}})
+    unique = {row["en"]: row for row in rows}  # an English sentence has one realisation per language
+    return [{c: row[c] for c in langs} for row in unique.values()]
+
+
+def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], unigram, *,
+               langs: Sequence[str] = LANGUAGES, d_model: int = 128, num_layers: int = 2, steps: int = 400,
+               batch_size: int = 64, lr: float = 2e-3, n_eval: int = 40, seed: int = 0) -> dict:
+    """The demo's NLLB: an M2M100 translating English into the other languages, used the NLLB way.
+
+    The tokenizer puts the source-language code first (`tokenizer.src_lang = "eng_Latn"`); generation is forced to
+    start with the target code (`forced_bos_token_id=tokenizer.convert_tokens_to_ids("deu_Latn")`). Trained briefly,
+    so its translations carry real errors, as machine-translated training data does.
+
+    out_dir: folder for M2M100ForConditionalGeneration + NllbTokenizer.
+    texts: the train scenes' text in `langs` (`WorldText`); val_scenes: held-out scenes for the metrics.
+    unigram: trained multilingual Unigram pieces (a `tokenizers.Tokenizer`); the NLLB layout is built around them.
+    langs: English first, then the target languages (codes from `mblip.languages`).
+    d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 4 heads, FFN 2 d_model).
+    steps, batch_size, lr: training schedule; seed: init and example order.
+    n_eval: held-out scenes; their captions and questions are translated for the metrics.
+    Returns per target language: sentence accuracy (exact match with the realiser) and character similarity.
+    """
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    if langs[0] != "en":
+        raise ValueError(f"train_nllb translates from English: langs must start with 'en', got {list(langs)}")
+    torch.manual_seed(seed)
+    codes = {c: language_table.get(c).nllb for c in langs}
+    tok = nllb_tokenizer(unigram, list(codes.values()))
+    tok.src_lang = codes["en"]
+    cfg = M2M100Config(vocab_size=len(tok), d_model=d_model, encoder_layers=num_layers, decoder_layers=num_layers,
+                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=2 * d_model,
+                       decoder_ffn_dim=2 * d_model, max_position_embeddings=256, dropout=0.0, attention_dropout=0.0,
+                       activation_dropout=0.0, init_std=0.02, scale_embedding=True, pad_token_id=tok.pad_token_id,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       decoder_start_token_id=tok.eos_token_id)  # NLLB: decoder starts at </s>, then the language
+    model = M2M100ForConditionalGeneration(cfg)
+    rows = parallel_text(texts, langs)
+    targets = list(langs[1:])
+    rng = random.Random(seed)
+
+    def batch_for(sources: list[str], lang: list[str], target_texts: list[str] | None = None) -> dict:
+        enc = tok(sources, padding=True, return_tensors="pt")
+        batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if target_texts is not None:
+            ids = _encode(tok, target_texts, add_special_tokens=False)
+            batch["labels"] = _pad([[tok.convert_tokens_to_ids(codes[c])] + t + [tok.eos_token_id]
+                                    for c, t in zip(lang, ids)], -100)
+        return batch
+
+    def step_loss(step: int) -> torch.Tensor:
+        picks = [(rng.choice(rows), rng.choice(targets)) for _ in range(batch_size)]
+        return model(**batch_for([r["en"] for r, _ in picks], [c for _, c in picks], [r[c] for r, c in picks])).loss
+
+    losses = _fit(list(model.parameters()), step_loss, steps=steps, lr=lr, warmup=30, desc="nllb")
+
+    # held-out: captions and questions of unseen scenes
+    val = WorldText(val_scenes[:n_eval], texts.seed, langs)
+    pairs = list({row["en"]: row for row in [caps for _, variants in val.captions for caps in variants] +
+                  [{c: qa[c][0] for c in langs} for _, qa in val.questions]}.values())
+    sentence_acc, char_sim = {}, {}
+    for c in targets:
+        forced = tok.convert_tokens_to_ids(codes[c])
+        batches = [batch_for([r["en"] for r in chunk], [c] * len(chunk)) for chunk in _chunks(pairs, 200)]
+        preds = _generate(model, batches, tok, 64, forced_bos_token_id=forced)
+        sentence_acc[c] = round(float(np.mean([p == r[c] for p, r in zip(preds, pairs)])), 4)
+        char_sim[c] = round(float(np.mean([difflib.SequenceMatcher(None, p, r[c]).ratio()
+                                           for p, r in zip(preds, pairs)])), 4)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return {"sentence_acc": sentence_acc, "char_similarity": char_sim, "n_sentences": len(pairs),
+            **_loss_summary(losses)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 7. everything, in order
+
+
+def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, image_size: int = 64,
+              max_objects: int = 3, langs: Sequence[str] = LANGUAGES, seed: int = 42, vit_steps: int = 900,
+              lm_steps: int = 500, blip2_steps: int = 600, mt0_steps: int = 900, bloomz_steps: int = 900,
+              nllb_steps: int = 400, batch_size: int = 64, vit_hidden: int = 64, d_model: int = 128,
+              en_vocab: int = 800, multi_vocab: int = 3000, tokenizer_corpus: int = 6000, n_eval: int = 60,
+              only: Sequence[str] | None = None) -> dict:
+    """Train every stand-in into `out_dir` (layout in the module docstring) and write `metrics.json`.
+
+    out_dir: e.g. models/standins; each stand-in's folder is replaced.
+    n_train, n_val, image_size, max_objects, seed: the demo world (params `world.*`, `seed`): the same scenes and
+        images as `mblip fetch` renders; seed also seeds every initialisation and batch order.
+    langs: demo languages, English first (params `languages.use`).
+    *_steps: optimisation steps per stand-in; batch_size: examples per step for all of them.
+    vit_hidden, d_model: widths of the ViT and of every LM (equal LM widths allow projection="reuse").
+    en_vocab, multi_vocab: tokenizer vocabulary bounds; tokenizer_corpus: unique sentences the multilingual
+        tokenizers are trained on (training time grows with it).
+    n_eval: held-out scenes per metric.
+    only: names from FOLDERS to train (the others must already be in out_dir when needed: blip2 reads vit and
+        flan_t5); None = all.
+    Returns the metrics (also in out_dir/metrics.json) with the wall time of every stand-in.
+    """
+    if not langs or langs[0] != "en":
+        raise ValueError(f"langs must start with 'en' (the English stand-ins and the translator's source), got {langs}")
+    unknown = sorted(set(only or ()) - set(FOLDERS))
+    if unknown:
+        raise ValueError(f"only= names unknown stand-ins {unknown}; choose from {list(FOLDERS)}")
+    todo = list(FOLDERS) if only is None else [n for n in FOLDERS if n in only]
+    torch.set_num_threads(min(2, torch.get_num_threads()))  # the demo's budget: 2 cores
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = {name: out_dir / folder for name, folder in FOLDERS.items()}
+    start = time.perf_counter()
+    metrics: dict = {}
+    bar = tqdm(total=len(todo) + 1, desc="stand-ins", unit="model")
+
+    def done(name: str, t0: float, m: dict, line: str) -> None:
+        metrics[name] = {**m, "seconds": round(time.perf_counter() - t0, 1)}
+        tqdm.write(f"{name:8s} {metrics[name]['seconds']:6.1f} s  {line}")
+        bar.update()
+
+    t0 = time.perf_counter()
+    train_scenes = make_scenes(n_train, "train", seed, max_objects)
+    val_scenes = make_scenes(n_val, "val", seed, max_objects)
+    need_pixels = {"vit", "blip2"} & set(todo)
+    train_x = pixels(train_scenes, image_size, seed) if need_pixels else None
+    val_x = pixels(val_scenes, image_size, seed) if need_pixels else None
+    texts = WorldText(train_scenes, seed, langs)
+    done("world", t0, {"train_scenes": n_train, "val_scenes": n_val}, f"{n_train} train / {n_val} held-out scenes, "
+         f"{N_CAPTION_VARIANTS * len(texts.captions)} captions and {len(texts.questions)} questions in {len(langs)} languages")
+
+    if "vit" in todo:
+        t0 = time.perf_counter()
+        grid = image_size // 8
+        m = train_vision(path["vit"], train_x, attribute_labels(train_scenes, grid), val_x,
+                         attribute_labels(val_scenes, grid)[0], hidden_size=vit_hidden, steps=vit_steps,
+                         batch_size=batch_size, seed=seed)
+        done("vit", t0, m, f"held-out accuracy shape {m['shape']:.3f} colour {m['colour']:.3f} size {m['size']:.3f}")
+    if "flan_t5" in todo:
+        t0 = time.perf_counter()
+        m = train_english_lm(path["flan_t5"], texts, val_scenes, d_model=d_model, vocab_size=en_vocab,
+                             steps=lm_steps, batch_size=batch_size, n_eval=n_eval, seed=seed)
+        done("flan_t5", t0, m, f"text-only VQA EM {m['vqa_em']:.3f}, caption acc {m['caption_acc']:.3f}")
+    if "blip2" in todo:
+        t0 = time.perf_counter()
+        m = train_blip2_english(path["blip2"], path["vit"], path["flan_t5"], texts, val_scenes, train_x, val_x,
+                                steps=blip2_steps, batch_size=batch_size, n_eval=n_eval, seed=seed)
+        done("blip2", t0, m, f"image VQA EM {m['vqa_em']:.3f}, caption acc {m['caption_acc']:.3f}")
+    multi = [n for n in ("mt0", "bloomz", "nllb") if n in todo]
+    if multi:
+        t0 = time.perf_counter()
+        corpus = world_texts(texts, langs, limit=tokenizer_corpus)
+        unigram = _unigram(corpus, multi_vocab, T5_SPECIALS) if {"mt0", "nllb"} & set(multi) else None
+        tokenizer_seconds = time.perf_counter() - t0
+    if "mt0" in todo:
+        t0 = time.perf_counter()
+        m = train_mt0(path["mt0"], texts, val_scenes, _t5_from_unigram(unigram), langs=langs, d_model=d_model,
+                      steps=mt0_steps, batch_size=batch_size, n_eval=n_eval, seed=seed)
+        done("mt0", t0, m, _per_lang_line(m))
+    if "bloomz" in todo:
+        t0 = time.perf_counter()
+        m = train_bloomz(path["bloomz"], texts, val_scenes, bloom_tokenizer(corpus, multi_vocab), langs=langs,
+                         hidden_size=d_model, steps=bloomz_steps, batch_size=batch_size, n_eval=n_eval, seed=seed)
+        done("bloomz", t0, m, _per_lang_line(m))
+    if "nllb" in todo:
+        t0 = time.perf_counter()
+        m = train_nllb(path["nllb"], texts, val_scenes, unigram, langs=langs, d_model=d_model, steps=nllb_steps,
+                       batch_size=batch_size, n_eval=n_eval, seed=seed)
+        done("nllb", t0, m, "sentence acc " + " ".join(f"{c} {v:.2f}" for c, v in m["sentence_acc"].items()))
+    bar.close()
+    if multi:
+        metrics["tokenizers"] = {"seconds": round(tokenizer_seconds, 1), "corpus": len(corpus)}
+    metrics["seconds_total"] = round(time.perf_counter() - start, 1)
+    metrics["threads"] = torch.get_num_threads()
+    old = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
+    (out_dir / "metrics.json").write_text(json.dumps({**old, **metrics}, indent=1, ensure_ascii=False) + "\n")
+    tqdm.write(f"stand-ins done in {metrics['seconds_total']:.0f} s -> {out_dir}")
+    return metrics
+
+
+
+def _per_lang_line(m: dict) -> str:
+    qa = " ".join(f"{c} {v:.2f}" for c, v in m["qa_em"].items())
+    cap = np.mean(list(m["caption_acc"].values()))
+    return f"text-only QA EM {qa}; caption acc (mean) {cap:.2f}"

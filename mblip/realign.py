@@ -1,0 +1,354 @@
+"""Stage glue for the model side: cached ViT features, warm-up, re-alignment, merge, and a `generate` for the
+evaluators. The graft itself is `mblip.model`, the loop `mblip.train`; this module wires them to the config and
+to the task mix on disk.
+
+The frozen ViT is run once per image (`features`): its last hidden states are cached in
+``artifacts/features/`` and every later stage reads them instead of pixels (BLIP-2's vision encoder is frozen
+throughout mBLIP, so this changes nothing but the cost).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from mblip.config import Config
+from mblip.stages import _root, data_dir, model_path, write_json
+
+log = logging.getLogger("mblip")
+
+
+# ------------------------------------------------------------------------------------------------ features
+def vision_encoder(blip2_ref: str, revision: str | None = None):
+    """BLIP-2's vision tower (+ its image processor), reading only the ``vision_model.*`` tensors."""
+    from transformers import AutoConfig, Blip2VisionModel
+
+    from mblip.model import _image_processor, _read_tensors
+    cfg = AutoConfig.from_pretrained(blip2_ref, revision=revision)
+    vit = Blip2VisionModel(cfg.vision_config)
+    wanted = {f"vision_model.{k}" for k in vit.state_dict()}
+    tensors = _read_tensors(blip2_ref, revision, wanted)
+    missing = wanted - set(tensors)
+    if missing:
+        raise ValueError(f"{blip2_ref}: vision weights missing ({sorted(missing)[:3]} ...)")
+    vit.load_state_dict({k.removeprefix("vision_model."): v for k, v in tensors.items()})
+    return vit.eval(), _image_processor(blip2_ref, revision, cfg.vision_config.image_size)
+
+
+@torch.no_grad()
+def compute_features(cfg: Config, batch_size: int = 256) -> dict:
+    """ViT last hidden states of every image under the data folder -> ``artifacts/features/``."""
+    from PIL import Image
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    root = _root(cfg)
+    images = sorted(p.relative_to(data_dir(cfg)).as_posix() for p in (data_dir(cfg) / "images").glob("*.png"))
+    if not images:
+        raise FileNotFoundError(f"no images in {data_dir(cfg) / 'images'}: run `mblip fetch`")
+    vit, proc = vision_encoder(model_path(cfg, cfg.models.blip2), cfg.models.revisions.get(cfg.models.blip2))
+    chunks = []
+    for i in tqdm(range(0, len(images), batch_size), desc="ViT features", unit="batch"):
+        ims = []
+        for rel in images[i:i + batch_size]:
+            with Image.open(data_dir(cfg) / rel) as im:
+                ims.append(im.convert("RGB"))
+        px = proc(images=ims, return_tensors="pt")["pixel_values"]
+        chunks.append(vit(pixel_values=px).last_hidden_state.to(torch.float16))
+    feats = torch.cat(chunks)
+    out = root / "artifacts/features"
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"features": feats.contiguous()}, str(out / "vit.safetensors"))
+    (out / "index.json").write_text(json.dumps(images, indent=0) + "\n")
+    return {"images": len(images), "shape": list(feats.shape)}
+
+
+class Features:
+    """Cached ViT features by image path (relative to the data folder, as the task mix and eval files name them)."""
+
+    def __init__(self, root: Path):
+        from safetensors.torch import load_file
+        path = root / "artifacts/features/vit.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run the features stage (`dvc repro features`)")
+        self.tensor = load_file(str(path))["features"]
+        names = json.loads((root / "artifacts/features/index.json").read_text())
+        self.index = {n: i for i, n in enumerate(names)}
+
+    def __call__(self, image: str | Path) -> torch.Tensor:
+        key = Path(image).as_posix()
+        if key not in self.index:  # eval files name images by file name or id, relative to images/
+            key = f"images/{Path(image).name}"
+            if not key.endswith(".png"):
+                key += ".png"
+        try:
+            return self.tensor[self.index[key]].float()
+        except KeyError:
+            raise KeyError(f"no cached features for image {image!r}: was it fetched, and the features stage rerun?") from None
+
+
+# ------------------------------------------------------------------------------------------------ data
+def mix_examples(root: Path, feats: Features, split: str = "train", tasks: Sequence[str] | None = None) -> list[dict]:
+    """Task-mix records (``artifacts/taskmix/<split>/``) as training examples with their cached features."""
+    folder = root / "artifacts/taskmix" / split
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no task mix in {folder}: run the taskmix stage")
+    out = []
+    for f in files:
+        if tasks is not None and f.stem not in tasks:
+            continue
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                r = json.loads(line)
+                out.append({"image_embeds": feats(r["image"]), "prompt": r["prompt"], "target": r["target"],
+                            "lang": r["lang"], "task": r["task"]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ models
+def build(cfg: Config, stage: str, seed: int | None = None):
+    from mblip.model import build_mblip
+    m = cfg.models
+    return build_mblip(model_path(cfg, m.blip2), model_path(cfg, m.llm), projection=m.projection,
+                       quantization=m.quantization, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
+                       lora_dropout=cfg.lora.dropout, lora_scope=cfg.lora.scope if stage != "warmup" else "none",
+                       stage=stage, train_qformer=cfg.realign.train_qformer, qformer_init=cfg.realign.qformer_init,
+                       blip2_revision=m.revisions.get(m.blip2), llm_revision=m.revisions.get(m.llm),
+                       seed=cfg.seed if seed is None else seed)
+
+
+def _train(cfg: Config, model, examples, opt, out_dir: Path, name: str, *, lr_qformer, lr_lora, lr_projection=None,
+           seed: int | None = None, history_path: Path | None = None, metrics_path: Path | None = None,
+           num_images: int = 1):
+    from mblip.train import Collator, train
+    root = _root(cfg)
+    collate = Collator.for_model(model, max_len=opt.max_len, num_images=num_images)
+    return train(model, examples, collate=collate, batch_size=opt.batch_size,
+                 steps=opt.steps, lr_qformer=lr_qformer, lr_lora=lr_lora, lr_projection=lr_projection,
+                 weight_decay=opt.weight_decay, warmup_steps=opt.warmup_steps, grad_accum=opt.grad_accum,
+                 clip=opt.clip, out_dir=out_dir, ckpt_every=opt.ckpt_every, seed=cfg.seed if seed is None else seed,
+                 history_path=history_path or root / f"plots/{name}_history.csv",
+                 metrics_path=metrics_path or root / f"metrics/{name}.json")
+
+
+def warmup(cfg: Config) -> dict:
+    """Stage 1 (optional): train only the projection, on captions (the authors: translated Web CapFilt)."""
+    root = _root(cfg)
+    out = root / "models/warmup"
+    if not cfg.warmup.enabled:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "skipped.json", {"reason": "warmup.enabled is false"})
+        write_json(root / "metrics/warmup.json", {"enabled": False})
+        return {"enabled": False}
+    feats = Features(root)
+    examples = mix_examples(root, feats, "train", tasks=["caption"])
+    model = build(cfg, "warmup")
+    hist = _train(cfg, model, examples, cfg.warmup, out, "warmup", lr_qformer=cfg.warmup.lr, lr_lora=cfg.warmup.lr,
+                  lr_projection=cfg.warmup.lr)
+    return {"enabled": True, "examples": len(examples), "final_loss": hist[-1]["loss"] if hist else None}
+
+
+def load_warmup_projection(cfg: Config, model) -> bool:
+    """Copy the warmed-up projection into a realign model (the warm-up checkpoint holds only the projection)."""
+    from safetensors.torch import load_file
+    f = _root(cfg) / "models/warmup/final/trainable.safetensors"
+    if not cfg.warmup.enabled or not f.exists():
+        return False
+    tensors = load_file(str(f))
+    params = dict(model.blip2.named_parameters())
+    with torch.no_grad():
+        for name, t in tensors.items():
+            if name not in params:
+                raise KeyError(f"{f}: {name} is not a parameter of the realign model")
+            params[name].copy_(t)
+    return True
+
+
+def realign(cfg: Config, *, out_dir: Path | None = None, seed: int | None = None, steps: int | None = None,
+            name: str = "realign") -> dict:
+    """Stage 2: Q-Former + query tokens + projection fully, the LLM with LoRA, on the task mix."""
+    root = _root(cfg)
+    feats = Features(root)
+    examples = mix_examples(root, feats, "train")
+    model = build(cfg, "realign", seed=seed)
+    warmed = load_warmup_projection(cfg, model) if cfg.realign.qformer_init == "bootstrap" else False
+    opt = cfg.realign if steps is None else type(cfg.realign)(**{**cfg.realign.__dict__, "steps": steps})
+    out = out_dir or root / "models/realign"
+    hist = _train(cfg, model, examples, opt, out, name, lr_qformer=cfg.realign.lr_qformer, lr_lora=cfg.realign.lr_lora,
+                  seed=seed, history_path=root / f"plots/{name}_history.csv", metrics_path=root / f"metrics/{name}.json")
+    return {"model": model, "examples": len(examples), "warm_projection": warmed, "history": hist}
+
+
+def merge(cfg: Config) -> dict:
+    """Fold the realign LoRA into the LLM and write a plain BLIP-2 folder (the authors merge before fine-tuning)."""
+    from mblip.model import load_mblip
+    root = _root(cfg)
+    model = load_mblip(root / "models/realign/final", quantization="none")
+    folder = model.export(root / "models/merged")
+    return {"folder": str(folder)}
+
+
+# ------------------------------------------------------------------------------------------------ generation
+def make_generate(model, feats: Features, batch_size: int = 64):
+    """An evaluator `generate(images, prompts, decoding)` for a trained MBlip on cached features."""
+    from mblip.train import Collator
+
+    def generate(images: list[list[Path]], prompts: list[str], decoding) -> list[str]:
+        k = len(images[0])
+        collate = Collator.for_model(model, num_images=k, generate=True)
+        out: list[str] = []
+        model.eval()
+        for i in range(0, len(prompts), batch_size):
+            exs = [{"image_embeds": torch.stack([feats(p) for p in ims]) if k > 1 else feats(ims[0]), "prompt": pr}
+                   for ims, pr in zip(images[i:i + batch_size], prompts[i:i + batch_size])]
+            batch = collate(exs)
+            ids = model.generate(**{k_: v for k_, v in batch.items() if k_ != "labels"}, **decoding.generate_kwargs())
+            out += model.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [o.strip() for o in out]
+    return generate
+
+
+# ------------------------------------------------------------------------------------------------ samples
+def sample_outputs(cfg: Config, model, n_scenes: int = 4, langs: Sequence[str] | None = None) -> list[dict]:
+    """Greedy captions and answers on the first held-out test scenes, in several languages (for the notebook)."""
+    from mblip import templates as T
+    from mblip.evaluate import Decoding
+    root, data = _root(cfg), data_dir(cfg)
+    langs = [l for l in (langs or cfg.languages.use or ["en"]) if l in T.XM3600_LANGUAGE_NAMES]
+    caps = [json.loads(l) for l in (data / "eval/xm3600/captions.jsonl").read_text(encoding="utf-8").splitlines()[:n_scenes]]
+    gen = make_generate(model, Features(root))
+    greedy_caption = Decoding(num_beams=1, max_new_tokens=30, length_penalty=1.0)
+    greedy_short = Decoding(num_beams=1, max_new_tokens=10, length_penalty=1.0)
+    rows = []
+    for lang in langs:
+        qs = json.loads((data / f"eval/xgqa/{lang}/test.json").read_text(encoding="utf-8")) \
+            if (data / f"eval/xgqa/{lang}/test.json").exists() else {}
+        first_q = {}
+        for q in qs.values():
+            first_q.setdefault(q["imageId"], q)
+        for c in caps:
+            key = c["image/key"]
+            img = [Path(f"images/{key}.png")]
+            caption = gen([img], [T.eval_prompt("xm3600", lang)], greedy_caption)[0]
+            row = {"image": key, "lang": lang, "caption": caption, "reference": c[lang]["caption"][0]}
+            if key in first_q:
+                q = first_q[key]
+                row |= {"question": q["question"], "answer": gen([img], [T.eval_prompt("xgqa", q["question"])], greedy_short)[0],
+                        "gold": q["answer"]}
+            rows.append(row)
+    return rows
+
+
+def show_samples(cfg: Config, rows: list[dict]):
+    """The sample scenes as images, and the outputs as a table."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from PIL import Image
+    keys = list(dict.fromkeys(r["image"] for r in rows))
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.2 * len(keys), 2.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.imshow(Image.open(data_dir(cfg) / "images" / f"{key}.png"))
+        ax.set_title(key, fontsize=8)
+        ax.axis("off")
+    plt.show()
+    return pd.DataFrame(rows).set_index(["image", "lang"]).sort_index()
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+def load_model(cfg: Config, which: str = "realign"):
+    """The zero-shot model (``realign``) or a fine-tuned one (``finetune/<task>``), from its trainable weights."""
+    from mblip.model import load_mblip
+    folder = _root(cfg) / "models" / which / "final"
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder} is missing: run the {which.split('/')[0]} stage first")
+    return load_mblip(folder, quantization=cfg.models.quantization)
+
+
+def evaluate(cfg: Config, bench: str, which: str = "realign", model=None):
+    """Run one benchmark's evaluator on a trained model; metrics -> ``metrics/eval/<which>/<bench>.json``,
+    per-language rows -> ``plots/eval/<which>/<bench>.csv``, predictions kept in ``artifacts/eval/``."""
+    from mblip import evaluate as E
+    root = _root(cfg)
+    model = model or load_model(cfg, which)
+    tag = which.replace("/", "-")
+    gen = make_generate(model, Features(root), batch_size=cfg.eval.batch_size)
+    decoding = {"num_beams": cfg.eval.num_beams} if cfg.eval.num_beams else None
+    result = E.run(bench, gen, data_dir(cfg), root / "artifacts/eval" / tag / bench, layout=cfg.eval.layout,
+                   languages=cfg.eval.languages, decoding=decoding, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit)
+    write_json(root / "metrics/eval" / tag / f"{bench}.json",
+               {"per_language": result.metrics["per_language"], "average": result.metrics["average"]})
+    from mblip.stages import write_rows
+    write_rows(root / "plots/eval" / tag / f"{bench}.csv", [{**r, "model": tag} for r in result.rows])
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ finetune
+# English training data of each fine-tuning task, per file layout (protocol §8.4).
+FINETUNE_DATA = {
+    "demo": {"xgqa": "eval/gqa/train.json", "xvnli": "eval/xvnli/en/train.jsonl", "marvl": "eval/nlvr2/train.jsonl"},
+    "paper": {"xgqa": "iglue/gqa/annotations/train.json", "xvnli": "iglue/XVNLI/annotations/en/train.jsonl",
+              "marvl": "iglue/nlvr2/annotations/train.jsonl"},
+}
+FINETUNE_IMAGES = {"demo": {"xgqa": "images", "xvnli": "images", "marvl": "images"},
+                   "paper": {"xgqa": "gqa/images", "xvnli": "flickr30k/images", "marvl": "nlvr2/images/train"}}
+
+
+def finetune_examples(cfg: Config, task: str, feats: Features) -> tuple[list[dict], int]:
+    """English training examples of a fine-tuning task with the protocol's prompts; returns (examples, images)."""
+    from mblip import templates as T
+    from mblip.taskmix import read_jsonl
+    layout = cfg.eval.layout
+    path = data_dir(cfg) / FINETUNE_DATA[layout][task]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: `mblip fetch` provides the English {task} training data")
+    img = FINETUNE_IMAGES[layout][task]
+    if task == "xgqa":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        ex = [{"image_embeds": feats(f"{img}/{r['img_id']}.png"), "prompt": T.eval_prompt("xgqa", r["sent"]),
+               "target": max(r["label"], key=r["label"].get)} for r in rows if r.get("label")]
+        return ex, 1
+    rows = read_jsonl(path)
+    if task == "xvnli":
+        ex = []
+        for r in rows:
+            label = (r.get("annotator_labels") or [r["gold_label"]])[0]
+            if label in T.XVNLI_LABELS:  # '-' rows have no gold label (protocol: skipped)
+                ex.append({"image_embeds": feats(f"{img}/{r['Flikr30kID']}.png"),
+                           "prompt": T.eval_prompt("xvnli", r["sentence2"]), "target": T.XVNLI_LABELS[label]})
+        return ex, 1
+    ex = [{"image_embeds": torch.stack([feats(f"{img}/{r['left_img']}"), feats(f"{img}/{r['right_img']}")]),
+           "prompt": T.eval_prompt("marvl", r["sentence"]), "target": T.MARVL_LABELS[str(r["label"])]} for r in rows]
+    return ex, 2
+
+
+def finetune(cfg: Config, task: str) -> dict:
+    """Stage 3: merged realign model + a new LoRA, English training data of `task`, then zero-shot cross-lingual
+    evaluation of the fine-tuned model on the task's benchmark in every language."""
+    import math
+    from dataclasses import replace
+
+    from mblip.config import Optim
+    from mblip.model import load_blip2_folder
+    root = _root(cfg)
+    ft = cfg.finetune
+    if task not in ft.tasks:
+        raise KeyError(f"finetune task {task!r} is not in finetune.tasks {ft.tasks}")
+    feats = Features(root)
+    examples, k = finetune_examples(cfg, task, feats)
+    model = load_blip2_folder(root / "models/merged", stage="finetune", quantization=cfg.models.quantization,
+                              lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                              lora_scope=cfg.lora.scope if cfg.lora.scope != "none" else "all", seed=cfg.seed)
+    batch = ft.batch_size[task]
+    steps = max(1, math.ceil(ft.epochs[task] * len(examples) / batch))
+    if ft.max_steps:
+        steps = min(steps, ft.max_steps)
+    opt = Optim(batch_size=batch, grad_accum=batch // ft.micro_batch_size, steps=steps, warmup_steps=ft.warmup_steps,
+                weight_decay=ft.weight_decay, clip=ft.clip, max_len=ft.max_len, ckpt_every=ft.ckpt_every)
+    _train(cfg, model, examples, opt, root / "models/finetune" / task, f"finetune_{task}", lr_qformer=ft.lr[task],
+           lr_lora=ft.lr[task], num_images=k)
+    result = evaluate(cfg, task, which=f"finetune/{task}", model=model)
+    return {"examples": len(examples), "steps": steps, "metrics": result.metrics}

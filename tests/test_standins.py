@@ -1,0 +1,187 @@
+"""The demo's pretrained stand-ins: saved folders load through the real `from_pretrained` path, tokenizers give
+the world's text back in every language, the translator is used the NLLB way, and short trainings learn."""
+
+import pytest
+import torch
+
+from mblip import languages, templates
+from mblip.demo import standins
+from mblip.demo.realise import LANGUAGES, realise, sample_meanings
+from mblip.demo.world import Obj, Scene, make_scenes, render
+
+# Shrunken sizes: the whole pipeline of stand-ins in seconds.
+TINY = dict(n_train=150, n_val=20, seed=3, vit_steps=40, lm_steps=60, blip2_steps=20, mt0_steps=60,
+            bloomz_steps=60, nllb_steps=30, batch_size=16, vit_hidden=32, d_model=32, multi_vocab=1500,
+            tokenizer_corpus=1500, n_eval=4)
+
+
+@pytest.fixture(scope="module")
+def standin_dir(tmp_path_factory):
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("standins")
+    metrics = standins.train_all(out, **TINY)
+    return out, metrics
+
+
+def world_sentences() -> dict[str, list[str]]:
+    """Every meaning type realised in every demo language, plus the protocol's prompts."""
+    out = {lang: [realise(m, lang) for m in sample_meanings()] for lang in LANGUAGES}
+    out["en"] += standins.caption_prompts("en") + standins.vqa_prompts("How many circles are there?", "ja")
+    return out
+
+
+def test_scene_text_is_the_fixed_format():
+    scene = Scene("s", "train", (Obj("square", "blue", "small", "right"), Obj("circle", "red", "large", "left")))
+    assert standins.scene_text(scene) == "scene: left large red circle | right small blue square"
+
+
+def test_prompts_include_the_eval_prompts():
+    for code in ("en", "de", "zh", "sw"):
+        assert templates.eval_prompt("xm3600", code) in standins.caption_prompts(code)
+    assert templates.eval_prompt("xgqa", "Wo ist der Kreis?") in standins.vqa_prompts("Wo ist der Kreis?", "en")
+    assert "Wo ist der Kreis? Short German answer:" in standins.vqa_prompts("Wo ist der Kreis?", "de")
+
+
+def test_every_folder_loads_like_a_hub_id(standin_dir):
+    from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
+                              AutoTokenizer, Blip2ForConditionalGeneration, Blip2Processor, Blip2VisionModel)
+
+    out, _ = standin_dir
+    kinds = {"flan-t5": ("t5", AutoModelForSeq2SeqLM), "mt0": ("mt5", AutoModelForSeq2SeqLM),
+             "nllb": ("m2m_100", AutoModelForSeq2SeqLM), "bloomz": ("bloom", AutoModelForCausalLM)}
+    for folder, (model_type, auto) in kinds.items():
+        path = str(out / folder)
+        assert AutoConfig.from_pretrained(path).model_type == model_type
+        model, tok = auto.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        assert model.get_input_embeddings().weight.shape[0] == len(tok), folder
+
+    vit = Blip2VisionModel.from_pretrained(str(out / "vit"))
+    assert vit.config.image_size == 64 and vit.config.patch_size == 8
+    assert AutoImageProcessor.from_pretrained(str(out / "vit")).size == {"height": 64, "width": 64}
+
+    # the English BLIP-2: processor puts the <image> tokens in, the model captions a rendered scene
+    path = str(out / "blip2-en")
+    blip2 = Blip2ForConditionalGeneration.from_pretrained(path)
+    processor = Blip2Processor.from_pretrained(path)
+    image = render(make_scenes(1, "test", 0)[0], 64, 0)
+    inputs = processor(images=image, text="Caption in English: ", return_tensors="pt")
+    n_image = (inputs["input_ids"] == blip2.config.image_token_index).sum().item()
+    assert n_image == blip2.config.num_query_tokens
+    assert processor.tokenizer.convert_ids_to_tokens(blip2.config.image_token_index) == "<image>"
+    ids = blip2.generate(**inputs, max_new_tokens=5)
+    assert isinstance(processor.batch_decode(ids, skip_special_tokens=True)[0], str)
+    # its vision tower is the pretrained ViT, unchanged
+    for name, p in vit.state_dict().items():
+        assert torch.equal(p, blip2.vision_model.state_dict()[name]), name
+
+
+def test_blip2_cached_feature_path_equals_the_pixel_path(standin_dir):
+    from transformers import AutoTokenizer, Blip2ForConditionalGeneration
+
+    out, _ = standin_dir
+    blip2 = Blip2ForConditionalGeneration.from_pretrained(str(out / "blip2-en")).eval()
+    tok = AutoTokenizer.from_pretrained(str(out / "blip2-en"))
+    scenes = make_scenes(3, "val", 1)
+    x = standins.pixels(scenes, 64, 1)
+    batch = standins.Seq2SeqBatcher(tok, tok.pad_token_id)(
+        [[blip2.config.image_token_index] * blip2.config.num_query_tokens] * 3, ["Caption the image."] * 3,
+        ["A red circle.", "Two squares.", "A blue triangle."])
+    with torch.no_grad():
+        cached = standins._blip2_forward(blip2, standins.vision_features(blip2.vision_model, x), batch).loss
+        direct = blip2(pixel_values=x, **batch).loss
+    assert torch.allclose(cached, direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("folder", ["mt0", "bloomz", "nllb"])
+def test_multilingual_tokenizers_round_trip_every_language(standin_dir, folder):
+    from transformers import AutoTokenizer
+
+    out, _ = standin_dir
+    tok = AutoTokenizer.from_pretrained(str(out / folder))
+    for lang, texts in world_sentences().items():
+        for text in texts:
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            assert tok.unk_token_id not in ids, (lang, text)
+            assert tok.decode(ids) == text, (lang, text)
+    # no spaces in zh / ja: the pieces still cover the text (not one <unk> per sentence)
+    zh = realise(sample_meanings()[10], "zh")
+    assert " " not in zh and len(tok(zh, add_special_tokens=False)["input_ids"]) >= 2
+
+
+def test_english_tokenizer_round_trips_english_and_has_image_token(standin_dir):
+    from transformers import AutoTokenizer
+
+    out, _ = standin_dir
+    tok = AutoTokenizer.from_pretrained(str(out / "flan-t5"))
+    for text in world_sentences()["en"]:
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    assert tok("a red circle")["input_ids"][-1] == tok.eos_token_id == 1  # T5: appends </s>
+    assert tok.convert_tokens_to_ids("<image>") == 3 and tok.pad_token_id == 0
+
+
+def test_nllb_is_used_the_nllb_way(standin_dir):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    out, _ = standin_dir
+    path = str(out / "nllb")
+    tok = AutoTokenizer.from_pretrained(path, src_lang="eng_Latn")
+    model = AutoModelForSeq2SeqLM.from_pretrained(path)
+    codes = [languages.get(c).nllb for c in LANGUAGES]
+    assert all(tok.convert_tokens_to_ids(c) != tok.unk_token_id for c in codes)
+    enc = tok(["A red circle on the left."], return_tensors="pt")
+    assert enc["input_ids"][0, 0] == tok.convert_tokens_to_ids("eng_Latn")  # source = [src_lang] ... </s>
+    assert enc["input_ids"][0, -1] == tok.eos_token_id
+    for code in ("deu_Latn", "zho_Hant", "arb_Arab"):
+        forced = tok.convert_tokens_to_ids(code)
+        ids = model.generate(**enc, forced_bos_token_id=forced, max_new_tokens=6)
+        assert ids[0, 0] == model.config.decoder_start_token_id == tok.eos_token_id
+        assert ids[0, 1] == forced
+
+
+def test_metrics_are_reported_for_every_stand_in(standin_dir):
+    out, metrics = standin_dir
+    assert set(metrics) >= {"vit", "flan_t5", "blip2", "mt0", "bloomz", "nllb", "seconds_total"}
+    assert set(metrics["vit"]) >= {"shape", "colour", "size"}
+    for name in ("mt0", "bloomz"):
+        assert set(metrics[name]["qa_em"]) == set(LANGUAGES)
+    assert set(metrics["nllb"]["sentence_acc"]) == set(LANGUAGES) - {"en"}
+    assert (out / "metrics.json").exists()
+
+
+def test_text_lms_learn(standin_dir):
+    _, metrics = standin_dir
+    for name in ("flan_t5", "mt0", "bloomz", "nllb"):
+        m = metrics[name]
+        assert m["loss_last"] < 0.5 * m["loss_first"], (name, m)
+
+
+def test_vision_encoder_learns_attributes(tmp_path):
+    torch.set_num_threads(2)
+    train, val = make_scenes(300, "train", 0), make_scenes(60, "val", 0)
+    x, xv = standins.pixels(train, 64, 0), standins.pixels(val, 64, 0)
+    m = standins.train_vision(tmp_path, x, standins.attribute_labels(train, 8), xv,
+                              standins.attribute_labels(val, 8)[0], hidden_size=32, num_layers=2, steps=120,
+                              batch_size=32, lr=3e-3, seed=0)
+    # chance: colour 0.2, size 0.5 (occupied columns)
+    assert m["colour"] > 0.6 and m["size"] > 0.65, m
+
+
+def test_training_is_deterministic(tmp_path):
+    scenes = make_scenes(40, "train", 0)
+    texts = standins.WorldText(scenes, 0, ["en"])
+    runs = []
+    for k in range(2):
+        standins.train_english_lm(tmp_path / str(k), texts, scenes[:2], d_model=32, steps=5, batch_size=8,
+                                  n_eval=1, seed=7)
+        runs.append((tmp_path / str(k) / "model.safetensors").read_bytes())
+    assert runs[0] == runs[1]
+
+
+def test_bad_arguments_say_what_to_fix(tmp_path):
+    with pytest.raises(ValueError, match="start with 'en'"):
+        standins.train_all(tmp_path, langs=["de", "en"])
+    with pytest.raises(ValueError, match="unknown stand-ins"):
+        standins.train_all(tmp_path, only=["clip"])
+    texts = standins.WorldText(make_scenes(3, "train", 0), 0, ["en"])
+    with pytest.raises(ValueError, match="not in \\['de'\\]"):
+        standins.TaskSampler(texts, ["en", "de"])
