@@ -101,3 +101,21 @@ def test_demo_pipeline_end_to_end(repo):
     run([sys.executable, "-m", "mblip", "fetch", "--force"], dst, env)
     assert "up to date" in run(["dvc", "status"], dst, env).lower()
     assert (dst / "data.dvc").read_text() == before
+
+
+def test_remote_round_trip_push_clone_pull_is_a_no_op(repo, tmp_path):
+    """Share through a DVC remote: push, clone elsewhere, pull, and nothing is left to reproduce."""
+    dst, env = repo
+    if not (dst / "dvc.lock").exists():
+        pytest.skip("needs the pipeline run of test_demo_pipeline_end_to_end")
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], dst, env)
+    run(["git", "add", "-A"], dst, env)
+    run(["git", "commit", "-qm", "pipeline run"], dst, env)
+    run(["dvc", "push", "-q"], dst, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(dst), str(clone)], tmp_path, env)
+    run(["dvc", "pull", "-q"], clone, env)
+    assert (clone / "models/realign/final/trainable.safetensors").exists()
+    assert "up to date" in run(["dvc", "status"], clone, env).lower()
+    assert "Running stage" not in run(["dvc", "repro"], clone, env)
