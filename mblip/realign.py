@@ -123,7 +123,7 @@ def build(cfg: Config, stage: str, seed: int | None = None):
 
 def _train(cfg: Config, model, examples, opt, out_dir: Path, name: str, *, lr_qformer, lr_lora, lr_projection=None,
            seed: int | None = None, history_path: Path | None = None, metrics_path: Path | None = None,
-           num_images: int = 1):
+           num_images: int = 1, keep_checkpoints: int = 2):
     from mblip.train import Collator, train
     root = _root(cfg)
     collate = Collator.for_model(model, max_len=opt.max_len, num_images=num_images)
@@ -131,6 +131,7 @@ def _train(cfg: Config, model, examples, opt, out_dir: Path, name: str, *, lr_qf
                  steps=opt.steps, lr_qformer=lr_qformer, lr_lora=lr_lora, lr_projection=lr_projection,
                  weight_decay=opt.weight_decay, warmup_steps=opt.warmup_steps, grad_accum=opt.grad_accum,
                  clip=opt.clip, out_dir=out_dir, ckpt_every=opt.ckpt_every, seed=cfg.seed if seed is None else seed,
+                 keep_checkpoints=keep_checkpoints,
                  history_path=history_path or root / f"plots/{name}_history.csv",
                  metrics_path=metrics_path or root / f"metrics/{name}.json")
 
@@ -143,6 +144,8 @@ def warmup(cfg: Config) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "skipped.json", {"reason": "warmup.enabled is false"})
         write_json(root / "metrics/warmup.json", {"enabled": False})
+        (root / "plots").mkdir(exist_ok=True)  # an empty curve keeps the stage's declared plot
+        (root / "plots/warmup_history.csv").write_text("step,loss,lr_qformer,lr_lora,examples_per_s\n")
         return {"enabled": False}
     feats = Features(root)
     examples = mix_examples(root, feats, "train", tasks=["caption"])
@@ -169,7 +172,7 @@ def load_warmup_projection(cfg: Config, model) -> bool:
 
 
 def realign(cfg: Config, *, out_dir: Path | None = None, seed: int | None = None, steps: int | None = None,
-            name: str = "realign") -> dict:
+            name: str = "realign", keep_checkpoints: int = 2) -> dict:
     """Stage 2: Q-Former + query tokens + projection fully, the LLM with LoRA, on the task mix."""
     root = _root(cfg)
     feats = Features(root)
@@ -179,7 +182,8 @@ def realign(cfg: Config, *, out_dir: Path | None = None, seed: int | None = None
     opt = cfg.realign if steps is None else type(cfg.realign)(**{**cfg.realign.__dict__, "steps": steps})
     out = out_dir or root / "models/realign"
     hist = _train(cfg, model, examples, opt, out, name, lr_qformer=cfg.realign.lr_qformer, lr_lora=cfg.realign.lr_lora,
-                  seed=seed, history_path=root / f"plots/{name}_history.csv", metrics_path=root / f"metrics/{name}.json")
+                  seed=seed, history_path=root / f"plots/{name}_history.csv", metrics_path=root / f"metrics/{name}.json",
+                  keep_checkpoints=keep_checkpoints)
     return {"model": model, "examples": len(examples), "warm_projection": warmed, "history": hist}
 
 

@@ -67,7 +67,7 @@ def test_demo_pipeline_end_to_end(repo):
     first = run(["dvc", "repro"], dst, env)
     stages = ["fetch", "standins", "translate", "taskmix", "features", "warmup", "realign", "merge",
               "evaluate@xgqa", "evaluate@xvnli", "evaluate@marvl", "evaluate@xm3600",
-              "finetune@xgqa", "finetune@xvnli", "finetune@marvl"]
+              "finetune@xgqa", "finetune@xvnli", "finetune@marvl", "report"]
     for stage in stages:
         assert f"Running stage '{stage}'" in first, stage
 
@@ -83,6 +83,7 @@ def test_demo_pipeline_end_to_end(repo):
     assert json.loads((dst / "metrics/realign.json").read_text())["steps"] == 6
     from transformers import Blip2ForConditionalGeneration
     Blip2ForConditionalGeneration.from_pretrained(dst / "models/merged")  # merge wrote a plain HF folder
+    assert (dst / "results/tables/iglue.md").exists() and "<!-- results:start -->" in (dst / "README.md").read_text()
 
     # a second repro and a second fetch change nothing
     second = run(["dvc", "repro"], dst, env)
@@ -92,7 +93,7 @@ def test_demo_pipeline_end_to_end(repo):
     exp = run(["dvc", "exp", "run", "-S", "lora.rank=4"], dst, env)
     rerun = {s for s in stages if f"Running stage '{s}'" in exp}
     assert rerun == {"realign", "merge", "evaluate@xgqa", "evaluate@xvnli", "evaluate@marvl", "evaluate@xm3600",
-                     "finetune@xgqa", "finetune@xvnli", "finetune@marvl"}, rerun
+                     "finetune@xgqa", "finetune@xvnli", "finetune@marvl", "report"}, rerun
     assert "up to date" in run([sys.executable, "-m", "mblip", "fetch"], dst, env)
     assert "up to date" in run(["dvc", "status"], dst, env).lower()
 
