@@ -48,6 +48,42 @@ def cmd_languages(args) -> None:
     print(f"total assigned {sum(counts.values())} of {n} (dropped by flooring: {n - sum(counts.values())})")
 
 
+def _stage(name):
+    def run(args) -> None:
+        from mblip import ablations, realign, report, stages
+        cfg = _cfg(args)
+        fn = {"standins": stages.standins, "translate": stages.translate, "taskmix": stages.taskmix,
+              "features": realign.compute_features, "warmup": realign.warmup, "realign": realign.realign,
+              "merge": realign.merge, "report": report.build}[name] if name not in ("evaluate", "finetune", "ablate-init") else None
+        if name == "evaluate":
+            out = realign.evaluate(cfg, args.bench).metrics["average"]
+        elif name == "finetune":
+            out = realign.finetune(cfg, args.task)["metrics"]["average"]
+        elif name == "ablate-init":
+            out = ablations.init_ablation(cfg, seeds=args.seeds, steps=args.steps, limit=args.limit)["summary"]
+        else:
+            out = fn(cfg)
+        if isinstance(out, dict):
+            print(json.dumps({k: v for k, v in out.items() if isinstance(v, (int, float, str, dict, list))},
+                             indent=1, default=str, ensure_ascii=False)[:4000])
+    return run
+
+
+STAGE_HELP = {
+    "standins": "train the demo's pretrained stand-ins (or record the hub ids)",
+    "translate": "translate what the task mix needs (cached, resumable) and measure quality",
+    "taskmix": "build the instruction task mix",
+    "features": "run the frozen ViT once per image and cache its outputs",
+    "warmup": "projection-only warm-up",
+    "realign": "re-align Q-Former + projection + LoRA on the task mix",
+    "merge": "fold LoRA into the LLM and export a Blip2ForConditionalGeneration folder",
+    "evaluate": "zero-shot evaluation of the realigned model on one benchmark",
+    "finetune": "fine-tune the merged model on one task (English data), then evaluate every language",
+    "report": "regenerate results/ (tables, figures)",
+    "ablate-init": "bootstrapped vs randomly initialised Q-Former over several seeds",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="mblip", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml at the repo root)")
@@ -68,6 +104,18 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("languages", help="the language table and the examples per language for N examples")
     s.add_argument("-n", type=int, default=100000)
     s.set_defaults(func=cmd_languages)
+
+    for name, text in STAGE_HELP.items():
+        s = sub.add_parser(name, help=text)
+        if name == "evaluate":
+            s.add_argument("bench")
+        if name == "finetune":
+            s.add_argument("task")
+        if name == "ablate-init":
+            s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+            s.add_argument("--steps", type=int, default=None, help="default: realign.steps")
+            s.add_argument("--limit", type=int, default=40, help="questions per language at each budget")
+        s.set_defaults(func=_stage(name))
 
     from mblip.evaluate import add_score_parser
     add_score_parser(sub)
