@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from mblip.config import Config
-from mblip.stages import _root, data_dir, model_path, write_json
+from mblip.stages import _root, cpu_threads, data_dir, model_path, write_json
 
 log = logging.getLogger("mblip")
 
@@ -112,6 +112,7 @@ def mix_examples(root: Path, feats: Features, split: str = "train", tasks: Seque
 # ------------------------------------------------------------------------------------------------ models
 def build(cfg: Config, stage: str, seed: int | None = None):
     from mblip.model import build_mblip
+    cpu_threads()
     m = cfg.models
     return build_mblip(model_path(cfg, m.blip2), model_path(cfg, m.llm), projection=m.projection,
                        quantization=m.quantization, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
@@ -266,6 +267,7 @@ def show_samples(cfg: Config, rows: list[dict]):
 def load_model(cfg: Config, which: str = "realign"):
     """The zero-shot model (``realign``) or a fine-tuned one (``finetune/<task>``), from its trainable weights."""
     from mblip.model import load_mblip
+    cpu_threads()
     folder = _root(cfg) / "models" / which / "final"
     if not folder.exists():
         raise FileNotFoundError(f"{folder} is missing: run the {which.split('/')[0]} stage first")
@@ -337,6 +339,7 @@ def finetune(cfg: Config, task: str) -> dict:
 
     from mblip.config import Optim
     from mblip.model import load_blip2_folder
+    cpu_threads()
     root = _root(cfg)
     ft = cfg.finetune
     if task not in ft.tasks:

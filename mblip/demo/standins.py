@@ -32,6 +32,7 @@ import difflib
 import json
 import math
 import random
+import string
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -180,8 +181,12 @@ def _unigram(texts: Sequence[str], vocab_size: int, specials: Sequence[str]):
 
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-    alphabet = sorted({ch for t in texts for ch in t})  # every character stays representable: no <unk> in the world
+    # punctuation apart from words: "circle", "circle?" and "circle." must be one token, or a question's word
+    # never matches the scene's
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.Metaspace()
+    # every character of the world and of English prompts stays representable: no <unk>
+    alphabet = sorted({ch for t in texts for ch in t} | set(string.ascii_letters + string.digits + string.punctuation))
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(specials), unk_token="<unk>",
                                       initial_alphabet=alphabet)
     marked = [" ".join(w + _MARK for w in t.split(" ")) for t in texts]
