@@ -300,6 +300,17 @@ def _fit(params: list[nn.Parameter], loss_fn: Callable[[int], torch.Tensor], *, 
     return losses
 
 
+def example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged per example, then over the batch (labels -100 are ignored).
+
+    HF's token average lets a 12-token caption outweigh a 1-token answer twelvefold: the answers, where the
+    reasoning is, would hardly be trained.
+    """
+    tokens = nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                                         reduction="none").view(labels.shape)
+    return (tokens.sum(1) / (labels != -100).sum(1).clamp(min=1)).mean()
+
+
 def _pad(seqs: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
     width = max(len(s) for s in seqs)
     rows = [([value] * (width - len(s)) + list(s)) if left else (list(s) + [value] * (width - len(s))) for s in seqs]
@@ -553,7 +564,7 @@ def _train_text_seq2seq(model, tok, sampler: Callable[[random.Random], tuple[int
     def step_loss(step: int) -> torch.Tensor:
         ex = [sampler(rng) for _ in range(batch_size)]
         batch = batcher([scene_ids[i] for i, _, _ in ex], [e[1] for e in ex], [e[2] for e in ex])
-        return model(**batch).loss
+        return example_loss(model(**batch).logits, batch["labels"])
 
     return _fit([p for p in model.parameters() if p.requires_grad], step_loss, steps=steps, lr=lr, warmup=30, desc=desc)
 
@@ -683,7 +694,7 @@ def train_blip2_english(out_dir: str | Path, vit_dir: str | Path, lm_dir: str | 
     def step_loss(step: int) -> torch.Tensor:
         ex = [sampler(rng) for _ in range(batch_size)]
         batch = batcher([prefix] * batch_size, [e[1] for e in ex], [e[2] for e in ex])
-        return _blip2_forward(blip2, feats[[e[0] for e in ex]], batch).loss
+        return example_loss(_blip2_forward(blip2, feats[[e[0] for e in ex]], batch).logits, batch["labels"])
 
     blip2.language_model.eval()  # frozen, no dropout
     losses = _fit([p for p in blip2.parameters() if p.requires_grad], step_loss, steps=steps, lr=lr, warmup=30,
@@ -772,9 +783,8 @@ def train_bloomz(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Sce
         targets = [ids + [eos] for ids in _encode(tok, [e[2] for e in ex], add_special_tokens=False)]
         seqs = [p + t for p, t in zip(prompts, targets)]
         labels = [[-100] * len(p) + t for p, t in zip(prompts, targets)]  # the loss is on the target only
-        input_ids = _pad(seqs, pad)
-        return model(input_ids=input_ids, attention_mask=_pad([[1] * len(s) for s in seqs], 0),
-                     labels=_pad(labels, -100)).loss
+        logits = model(input_ids=_pad(seqs, pad), attention_mask=_pad([[1] * len(s) for s in seqs], 0)).logits
+        return example_loss(logits[:, :-1], _pad(labels, -100)[:, 1:])  # token t predicts token t + 1
 
     losses = _fit(list(model.parameters()), step_loss, steps=steps, lr=lr, warmup=30, desc="bloomz")
     val_ids = _scene_ids(tok, val_scenes)
@@ -865,7 +875,8 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
 
     def step_loss(step: int) -> torch.Tensor:
         picks = [(rng.choice(rows), rng.choice(targets)) for _ in range(batch_size)]
-        return model(**batch_for([r["en"] for r, _ in picks], [c for _, c in picks], [r[c] for r, c in picks])).loss
+        batch = batch_for([r["en"] for r, _ in picks], [c for _, c in picks], [r[c] for r, c in picks])
+        return example_loss(model(**batch).logits, batch["labels"])
 
     losses = _fit(list(model.parameters()), step_loss, steps=steps, lr=lr, warmup=30, desc="nllb")
 
