@@ -115,7 +115,8 @@ def caption_variant(k: int, n_prompts: int) -> int:
 def vqa_prompts(question: str, answer_code: str) -> list[str]:
     """VQA instructions asking for an answer in `answer_code`: the protocol's templates + the xGQA/MaXM prompt."""
     name = _name(answer_code)
-    return [t.format(question, name) for t in templates.VQA_TEMPLATES] + [f"Question: {question} Short answer in {name}:"]
+    eval_prompt = f"Question: {question} Short answer in {name}:"  # the xGQA (English) / MaXM eval prompt
+    return [t.format(question, name) for t in templates.VQA_TEMPLATES] + [eval_prompt]
 
 
 class WorldText:
@@ -188,22 +189,31 @@ def _unigram(texts: Sequence[str], vocab_size: int, specials: Sequence[str]):
     # never matches the scene's
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
     tok.decoder = decoders.Metaspace()
-    # every character of the world and of English prompts stays representable: no <unk>
-    alphabet = sorted({ch for t in texts for ch in t} | set(string.ascii_letters + string.digits + string.punctuation))
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(specials), unk_token="<unk>",
-                                      initial_alphabet=alphabet)
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(specials), unk_token="<unk>")
     marked = [" ".join(w + _MARK for w in t.split(" ")) for t in texts]
     tok.train_from_iterator([*texts, *marked], trainer, length=2 * len(texts))
-    return _respecial(tok, specials)
+    # every character of the corpus is a piece; ASCII too, so English prompts never hit <unk>
+    return _respecial(tok, specials, extra_chars=string.ascii_letters + string.digits + string.punctuation)
 
 
-def _respecial(tok, specials: Sequence[str]):
-    """The same Unigram pieces under another special-token layout (NLLB's ids differ from mT5's)."""
+def _respecial(tok, specials: Sequence[str], extra_chars: str = ""):
+    """The same Unigram pieces under another special-token layout (NLLB's ids differ from mT5's).
+
+    Pieces are put in a canonical order (score rounded to 1e-6, then text): the trainer's scores differ between
+    runs in the last bits (float sums in hash order), which would reorder near-ties and change token ids.
+    `extra_chars` missing from the pieces are added last, below every trained score.
+    """
     from tokenizers import AddedToken, Tokenizer, models
 
     spec = json.loads(tok.to_str())
     old = {t["content"] for t in spec["added_tokens"]}
-    pieces = [(p, s) for p, s in spec["model"]["vocab"] if p not in old and _MARK not in p]
+    trained = [(p, round(s, 6)) for p, s in spec["model"]["vocab"] if p not in old and _MARK not in p]
+    # the trainer appends characters it did not pick as pieces with made-up scores, in hash order: those (single
+    # characters below every longer piece) and `extra_chars` get one score below everything, in sorted order
+    floor = min((sc for p, sc in trained if len(p) > 1), default=0.0) - 1.0
+    chars = {p for p, sc in trained if len(p) == 1 and sc < floor + 1.0} | set(extra_chars)
+    pieces = sorted(((p, sc) for p, sc in trained if p not in chars), key=lambda ps: (-ps[1], ps[0]))
+    pieces += [(ch, floor) for ch in sorted(chars)]
     new = Tokenizer(models.Unigram([(s, 0.0) for s in specials] + pieces, unk_id=list(specials).index("<unk>")))
     new.normalizer, new.pre_tokenizer, new.decoder = tok.normalizer, tok.pre_tokenizer, tok.decoder
     new.add_special_tokens([AddedToken(s, normalized=False, special=True) for s in specials])
@@ -420,8 +430,9 @@ def attribute_accuracy(probe: AttributeProbe, x: torch.Tensor, y: torch.Tensor) 
 
 
 def train_vision(out_dir: str | Path, train_x: torch.Tensor, train_y: tuple[torch.Tensor, torch.Tensor],
-                 val_x: torch.Tensor, val_y: torch.Tensor, *, hidden_size: int = 64, num_layers: int = 3, patch_size: int = 8,
-                 steps: int = 1000, batch_size: int = 64, lr: float = LR["vit"], seed: int = 0) -> dict:
+                 val_x: torch.Tensor, val_y: torch.Tensor, *, hidden_size: int = 64, num_layers: int = 3,
+                 patch_size: int = 8,
+                 steps: int = 900, batch_size: int = 64, lr: float = LR["vit"], seed: int = 0) -> dict:
     """Pretrain the demo's EVA-CLIP on its own: a tiny Blip2VisionModel with per-column attribute heads.
 
     out_dir: folder for the Blip2VisionModel + image processor (the heads are not saved).
@@ -487,10 +498,10 @@ def _encode(tok, texts: Sequence[str], add_special_tokens: bool = True) -> list[
 
 
 class Seq2SeqBatcher:
-    """Token ids of a seq2seq batch: source = (scene description) + instruction + </s>, labels = target + </s>.
+    """Token ids of a seq2seq batch: source = prefix + instruction + </s>, labels = target + </s>.
 
-    `prefix` replaces the scene description: BLIP-2 puts `num_query_tokens` <image> tokens there, where the
-    processor puts them.
+    The prefix is the scene description's ids for a text-only LM; for BLIP-2 it is `num_query_tokens` <image>
+    ids, where `Blip2Processor` puts them.
     """
 
     def __init__(self, tok, pad_id: int):
@@ -499,7 +510,7 @@ class Seq2SeqBatcher:
     def __call__(self, prefixes: Sequence[list[int]], instructions: Sequence[str], targets: Sequence[str] | None):
         src = [p + ids for p, ids in zip(prefixes, _encode(self.tok, instructions))]
         batch = {"input_ids": _pad(src, self.pad_id)}
-        batch["attention_mask"] = (_pad([[1] * len(s) for s in src], 0))
+        batch["attention_mask"] = _pad([[1] * len(s) for s in src], 0)
         if targets is not None:
             batch["labels"] = _pad(_encode(self.tok, targets), -100)
         return batch
@@ -558,8 +569,9 @@ def _lm_init(model: nn.Module) -> None:
         nn.init.normal_(emb, std=emb.shape[1] ** -0.5)
 
 
-def _train_text_seq2seq(model, tok, sampler: Callable[[random.Random], tuple[int, str, str]], scene_ids: list[list[int]],
-                        *, steps: int, batch_size: int, lr: float, seed: int, desc: str) -> list[float]:
+def _train_text_seq2seq(model, tok, sampler: Callable[[random.Random], tuple[int, str, str]],
+                        scene_ids: list[list[int]], *, steps: int, batch_size: int, lr: float, seed: int,
+                        desc: str) -> list[float]:
     """Train a seq2seq LM on (scene description + instruction -> target) examples drawn by `sampler`."""
     rng = random.Random(seed)
     batcher = Seq2SeqBatcher(tok, tok.pad_token_id)
@@ -592,7 +604,7 @@ def _scene_ids(tok, scenes: Sequence[Scene]) -> list[list[int]]:
 
 
 def train_english_lm(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], *,
-                     d_model: int = 128, num_layers: int = 2, vocab_size: int = 800, steps: int = 400,
+                     d_model: int = 128, num_layers: int = 2, vocab_size: int = 800, steps: int = 350,
                      batch_size: int = 64, lr: float = LR["flan_t5"], n_eval: int = 40, seed: int = 0) -> dict:
     """The demo's Flan-T5: an English-only T5 (gated-gelu) with its own tokenizer, instruction-tuned on text.
 
@@ -724,7 +736,7 @@ def train_blip2_english(out_dir: str | Path, vit_dir: str | Path, lm_dir: str | 
 
 
 def train_mt0(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], tokenizer, *,
-              langs: Sequence[str] = LANGUAGES, d_model: int = 128, num_layers: int = 2, steps: int = 450,
+              langs: Sequence[str] = LANGUAGES, d_model: int = 128, num_layers: int = 2, steps: int = 400,
               batch_size: int = 64, lr: float = LR["mt0"], n_eval: int = 40, seed: int = 0) -> dict:
     """The demo's mT0: a multilingual mT5 (gated-gelu) that captions and answers in every language from text.
 
@@ -760,7 +772,7 @@ def train_mt0(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene]
 
 
 def train_bloomz(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], tokenizer, *,
-                 langs: Sequence[str] = LANGUAGES, hidden_size: int = 128, num_layers: int = 3, steps: int = 250,
+                 langs: Sequence[str] = LANGUAGES, hidden_size: int = 128, num_layers: int = 3, steps: int = 200,
                  batch_size: int = 64, lr: float = LR["bloomz"], n_eval: int = 40, seed: int = 0) -> dict:
     """The demo's BLOOMZ: a multilingual BloomForCausalLM on the same tasks as `train_mt0`.
 
@@ -823,7 +835,9 @@ def parallel_text(texts: WorldText, langs: Sequence[str]) -> list[dict[str, str]
     rows += [{c: qa[c][0] for c in langs} for _, qa in texts.questions]
     rows += [{c: qa[c][1] for c in langs} for _, qa in texts.questions]
     other = [c for c in langs if c != "en"]
-    for r in annotate.classify(texts.scenes, texts.seed, other) + annotate.describe(texts.scenes[:300], texts.seed, other):
+    records = annotate.classify(texts.scenes, texts.seed, other)
+    records += annotate.describe(texts.scenes[:300], texts.seed, other)
+    for r in records:
         field = "label" if r["task"] == "classify" else "description"
         rows.append({"en": r["en"][field], **{c: r["gold"][c][field] for c in other}})
     unique = {row["en"]: row for row in rows}  # an English sentence has one realisation per language
@@ -918,10 +932,10 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
 
 
 def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, image_size: int = 64,
-              max_objects: int = 3, langs: Sequence[str] = LANGUAGES, seed: int = 42, vit_steps: int = 1000,
-              lm_steps: int = 400, blip2_steps: int = 300, mt0_steps: int = 450, bloomz_steps: int = 250,
+              max_objects: int = 3, langs: Sequence[str] = LANGUAGES, seed: int = 42, vit_steps: int = 900,
+              lm_steps: int = 350, blip2_steps: int = 300, mt0_steps: int = 400, bloomz_steps: int = 200,
               nllb_steps: int = 300, batch_size: int = 64, vit_hidden: int = 64, d_model: int = 128,
-              en_vocab: int = 800, multi_vocab: int = 2500, tokenizer_corpus: int = 6000, n_eval: int = 40,
+              en_vocab: int = 800, multi_vocab: int = 2500, tokenizer_corpus: int = 6000, n_eval: int = 30,
               lr_scale: float = 1.0, only: Sequence[str] | None = None) -> dict:
     """Train every stand-in into `out_dir` (layout in the module docstring) and write `metrics.json`.
 
@@ -965,8 +979,9 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
     train_x = pixels(train_scenes, image_size, seed) if need_pixels else None
     val_x = pixels(val_scenes, image_size, seed) if need_pixels else None
     texts = WorldText(train_scenes, seed, langs)
-    done("world", t0, {"train_scenes": n_train, "val_scenes": n_val}, f"{n_train} train / {n_val} held-out scenes, "
-         f"{N_CAPTION_VARIANTS * len(texts.captions)} captions and {len(texts.questions)} questions in {len(langs)} languages")
+    done("world", t0, {"train_scenes": n_train, "val_scenes": n_val},
+         f"{n_train} train / {n_val} held-out scenes, {N_CAPTION_VARIANTS * len(texts.captions)} captions and "
+         f"{len(texts.questions)} questions in {len(langs)} languages")
 
     if "vit" in todo:
         t0 = time.perf_counter()
