@@ -178,6 +178,10 @@ class Translate:
 class Taskmix:
     translated: bool = doc("Translate the English task mix (the method); false = English-only data (ablation).", True)
     tasks: list[str] = doc("Tasks of the instruction mix (protocol §6).", factory=lambda: list(TASKS))
+    released: str = doc("Paper data only: the authors' released, already translated mix (task_mix_v2_mt.json), as a "
+                        "path relative to the data root (e.g. mblip-train/task_mix_v2_mt.json); the translate stage "
+                        "then translates nothing and taskmix converts this file as it is (tasks and languages as the "
+                        "authors made them). Empty = build the mix from the English sources.", "")
 
     def check(self, key):
         bad = [t for t in self.tasks if t not in TASKS]
@@ -185,6 +189,10 @@ class Taskmix:
             raise ConfigError(f"{key}.tasks: unknown task(s) {bad}; allowed: {list(TASKS)}")
         if not self.tasks:
             raise ConfigError(f"{key}.tasks must list at least one task; allowed: {list(TASKS)}")
+        if self.released and not self.translated:
+            raise ConfigError(f"{key}.released ({self.released!r}) is the authors' translated mix, but "
+                              f"{key}.translated is false (the English-only ablation needs the English sources): "
+                              f"set {key}.released: '' or {key}.translated: true")
 
 
 @dataclass
@@ -255,6 +263,13 @@ class Config:
     taskmix: Taskmix = doc("The instruction task mix.", factory=Taskmix)
     eval: Eval = doc("Evaluation (zero-shot and fine-tuned).", factory=Eval)
     finetune: Finetune = doc("Per-task fine-tuning.", factory=Finetune)
+
+    def check(self, key):
+        """Rules that span sections."""
+        if self.taskmix.released and self.data.source != "paper":
+            raise ConfigError(f"taskmix.released ({self.taskmix.released!r}) is the authors' mix of the paper's data, "
+                              f"but data.source is {self.data.source!r}: set taskmix.released: '' to build the "
+                              f"{self.data.source} mix, or use it with data.source: paper (e.g. preset paper-mt0xl)")
 
     # -- convenience
     @property

@@ -10,7 +10,9 @@ import csv
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from mblip import languages as L
 from mblip.config import Config
@@ -46,23 +48,64 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Long-format CSV for DVC plots (one row per step / language / ...)."""
+def write_rows(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    """Long-format CSV for DVC plots (one row per step / language / ...). With ``fieldnames``, no rows gives a
+    header-only file (a declared plot that has nothing to show this run)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not rows:
+    if not rows and not fieldnames:
         raise ValueError(f"no rows to write to {path}")
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
         w.writeheader()
         w.writerows(rows)
 
 
-# ------------------------------------------------------------------------------------------------ translate
-def _assignments(cfg: Config, english: dict) -> dict[str, list]:
+# ------------------------------------------------------------------------------------------------ the mix plan
+IMAGE_CHECKS = "artifacts/image_checks.sqlite"  # paper images checked once (size/mtime-keyed), outside data/
+
+
+@dataclass
+class MixPlan:
+    """What the translate and taskmix stages share: the English records per task, every record's language, the
+    strings to translate, and the builder that turns them into mix records ``build(english, assigned, tr, labels,
+    seed)``. ``coverage`` is the paper sources' summary (`taskmix_paper.build_paper_english`), None for the demo."""
+    english: dict[str, list[dict]]
+    assigned: dict[str, list[str | None]]
+    requests: list
+    build: Callable[..., list[dict]]
+    coverage: dict | None = None
+
+
+def plan_mix(cfg: Config, split: str = "train") -> MixPlan:
+    """English records + language assignment + translation requests of ``split``, from the data ``data.source``
+    names: the demo world's annotation files (`mblip.taskmix`) or the paper's official sources
+    (`mblip.taskmix_paper`, training split only)."""
+    lc, tm = cfg.languages, cfg.taskmix
+    if cfg.data.source == "paper":
+        from mblip import taskmix_paper as P
+        if split != "train":
+            raise ValueError(f"the paper's sources give a training mix only, not {split!r}")
+        english, coverage = P.build_paper_english(data_dir(cfg), tm.tasks, languages=lc.use, seed=cfg.seed,
+                                                  image_cache=_root(cfg) / IMAGE_CHECKS)
+        assigned = P.assign_paper(english, lc.use, lc.assignment, lc.temperature, cfg.seed, tm.translated)
+        return MixPlan(english, assigned, P.plan_paper_requests(english, assigned), P.build_paper, coverage)
     from mblip import taskmix as M
-    lc = cfg.languages
-    return {t: M.assign(t, len(rows), lc.use, lc.assignment, lc.temperature, cfg.seed, cfg.taskmix.translated)
-            for t, rows in english.items()}
+    english = M.load_english(data_dir(cfg), split, tm.tasks)
+    assigned = {t: M.assign(t, len(rows), lc.use, lc.assignment, lc.temperature, cfg.seed, tm.translated)
+                for t, rows in english.items()}
+    return MixPlan(english, assigned, M.plan_requests(english, assigned), M.build)
+
+
+# ------------------------------------------------------------------------------------------------ translate
+def _write_translations(out: Path, table: dict, labels: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "translations.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for (text, lang), t in sorted(table.items()):
+            f.write(json.dumps({"text": text, "lang": lang, "translation": t}, ensure_ascii=False, sort_keys=True) + "\n")
+    write_json(out / "labels.json", labels)
+
+
+QUALITY_COLUMNS = ["lang", "metric", "value"]
 
 
 def translate(cfg: Config, quality_sample: int = 120) -> dict:
@@ -72,17 +115,28 @@ def translate(cfg: Config, quality_sample: int = 120) -> dict:
     ``plots/translate_quality.csv``. Quality per language on a sample of captions: chrF against the gold
     (human-written, here the realisers') reference where the data has one, round-trip chrF (en → x → en), and the
     share of outputs in the language's script (wrong-language output check).
+
+    With ``taskmix.released`` (the authors' translated mix) nothing is translated: the outputs are written empty
+    and the metrics say why.
     """
-    from mblip import taskmix as M
+    root = _root(cfg)
+    out = root / "artifacts/translate"
+    if cfg.taskmix.released:
+        note = (f"translation skipped: taskmix.released = {cfg.taskmix.released!r} is the authors' already "
+                "translated mix, which the taskmix stage converts as it is")
+        _write_translations(out, {}, {})
+        metrics = {"requests": 0, "new": 0, "cached": 0, "sentences_per_s": 0.0, "seconds": 0.0, "quality": {},
+                   "note": note}
+        write_json(root / "metrics/translate.json", metrics)
+        write_rows(root / "plots/translate_quality.csv", [], fieldnames=QUALITY_COLUMNS)
+        return {"metrics": metrics, "rows": [], "examples": [], "summary": note}
+
     from mblip.translate import Translator, quality_table
     from sacrebleu.metrics import CHRF
 
     cpu_threads()
-    root = _root(cfg)
-    out = root / "artifacts/translate"
-    english = M.load_english(data_dir(cfg), "train", cfg.taskmix.tasks)
-    assigned = _assignments(cfg, english)
-    reqs = M.plan_requests(english, assigned)
+    plan = plan_mix(cfg)
+    english, assigned, reqs = plan.english, plan.assigned, plan.requests
     tc = cfg.translate
     translator = Translator(model_path(cfg, cfg.models.translator), revision=cfg.models.revisions.get(cfg.models.translator),
                             batch_size=tc.batch_size, num_beams=tc.num_beams, max_new_tokens=tc.max_new_tokens,
@@ -128,18 +182,13 @@ def translate(cfg: Config, quality_sample: int = 120) -> dict:
                      "value": round(100 * len(labels[lang]) / max(1, len(answers)), 2)})
     examples = samples[:: max(1, len(samples) // 12)][:12]
 
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "translations.jsonl", "w", encoding="utf-8", newline="\n") as f:
-        for (text, lang), t in sorted(table.items()):
-            f.write(json.dumps({"text": text, "lang": lang, "translation": t}, ensure_ascii=False, sort_keys=True) + "\n")
-    write_json(out / "labels.json", labels)
+    _write_translations(out, table, labels)
     metrics = {"requests": len(reqs), "new": stats.new if stats else 0, "cached": stats.cached if stats else 0,
                "sentences_per_s": round(stats.sentences_per_s, 1) if stats else 0.0,
                "seconds": round(time.time() - t0, 1),
                "quality": {r["lang"] + "." + r["metric"]: r["value"] for r in rows}}
     write_json(root / "metrics/translate.json", metrics)
-    if rows:
-        write_rows(root / "plots/translate_quality.csv", rows)
+    write_rows(root / "plots/translate_quality.csv", rows, fieldnames=QUALITY_COLUMNS)
     return {"metrics": metrics, "rows": rows, "examples": examples, "summary": stats.summary() if stats else ""}
 
 
@@ -158,17 +207,25 @@ def load_translations(root: Path) -> tuple[dict, dict]:
 
 
 def taskmix(cfg: Config) -> dict:
-    """Build the instruction mix from the English annotations and the translations.
+    """Build the instruction mix from the English records and the translations.
 
-    Writes ``artifacts/taskmix/train/<task>.jsonl`` (schema in `mblip.taskmix`), a validation mix
-    ``artifacts/taskmix/val/<task>.jsonl`` built from the held-out split with the languages' *gold* text (so the
-    validation loss measures the target languages, not the translator), ``metrics/taskmix.json`` and
-    ``plots/taskmix_counts.csv``.
+    Writes ``artifacts/taskmix/train/<task>.jsonl`` (schema in `mblip.taskmix`), ``metrics/taskmix.json`` and
+    ``plots/taskmix_counts.csv``. Demo world: also a validation mix ``artifacts/taskmix/val/<task>.jsonl`` built
+    from the held-out split with the languages' *gold* text (so the validation loss measures the target languages,
+    not the translator). Paper sources: no validation mix (they have no gold translations; the metrics say so), and
+    the sources' coverage (records kept, images left out) in ``metrics/taskmix_coverage.json`` and
+    ``artifacts/taskmix/COVERAGE.md``. With ``taskmix.released``: the authors' mix converted as it is
+    (`taskmix_paper.convert_released`; its first 500 rows are the validation mix, as the authors').
     """
     from mblip import taskmix as M
     root = _root(cfg)
-    english = M.load_english(data_dir(cfg), "train", cfg.taskmix.tasks)
-    assigned = _assignments(cfg, english)
+    out = root / "artifacts/taskmix"
+    for old in [*out.glob("train/*.jsonl"), *out.glob("val/*.jsonl")]:
+        old.unlink()  # a task or split absent from this run must not keep an earlier run's shard
+    if cfg.taskmix.released:
+        return _taskmix_released(cfg, out)
+
+    plan = plan_mix(cfg)
     table, labels = load_translations(root)
 
     def tr(text: str, lang: str) -> str:
@@ -180,21 +237,41 @@ def taskmix(cfg: Config) -> dict:
             raise KeyError(f"no translation of {text!r} into {lang} in artifacts/translate/translations.jsonl: "
                            "the translate stage is out of date; run `dvc repro translate`") from None
 
-    records = M.build(english, assigned, tr, labels, cfg.seed)
-    written = M.write(records, root / "artifacts/taskmix/train")
+    records = plan.build(plan.english, plan.assigned, tr, labels, cfg.seed)
+    written = M.write(records, out / "train")
+    if plan.coverage is not None:
+        from mblip.taskmix_paper import coverage_markdown
+        write_json(root / "metrics/taskmix_coverage.json", plan.coverage)
+        (out / "COVERAGE.md").write_text("# Task-mix sources: coverage\n\n" + coverage_markdown(plan.coverage),
+                                         encoding="utf-8")
+    if cfg.data.source == "demo":  # only the demo world has gold (human-written) text in the target languages
+        val = _gold_val_mix(cfg, tr)
+        M.write(val, out / "val")
+        n_val, val_note = len(val), None
+    else:
+        n_val, val_note = 0, ("no validation mix: the paper's sources have no gold translations to build one "
+                              "from (the demo world's validation mix uses its gold text)")
+    counts = M.counts(records)
+    _mix_metrics(root, len(records), n_val, val_note, written, counts)
+    result = {"records": records, "counts": counts, "val": n_val, "total": len(records)}
+    if val_note:
+        result["val_note"] = val_note
+    return result
 
-    # validation: same procedure on the val split, gold text instead of machine translation
-    val_en = M.load_english(data_dir(cfg), "val", cfg.taskmix.tasks)
-    val_assigned = _assignments(cfg, val_en)
+
+def _gold_val_mix(cfg: Config, tr: Callable[[str, str], str]) -> list[dict]:
+    """The demo's validation mix: the train procedure on the val split, gold text instead of machine translation."""
+    from mblip import taskmix as M
+    from mblip import templates as T
+    plan = plan_mix(cfg, "val")
+    val_en = plan.english
     gold = {}
     for task, rows in val_en.items():
         for r in rows:
             for lang, fields in r.get("gold", {}).items():
                 for k, v in fields.items():
                     gold[(r["en"][k], lang)] = v
-    extra = [*M.DESCRIBE_INSTRUCTIONS]
-    from mblip import templates as T
-    extra += list(T.CAPTION_TEMPLATES_EN)
+    extra = [*M.DESCRIBE_INSTRUCTIONS, *T.CAPTION_TEMPLATES_EN]
 
     def tr_gold(text: str, lang: str) -> str:
         if lang == "en":
@@ -207,15 +284,52 @@ def taskmix(cfg: Config) -> dict:
     val_labels = {lang: {a: gold[(a, lang)] for a in {r["en"]["answer"] for t in ("vqa", "vqg") if t in val_en
                                                        for r in val_en[t]} if (a, lang) in gold}
                   for lang in (cfg.languages.use or [])}
-    val = M.build(val_en, val_assigned, tr_gold, val_labels, cfg.seed + 1)
-    M.write(val, root / "artifacts/taskmix/val")
+    return plan.build(val_en, plan.assigned, tr_gold, val_labels, cfg.seed + 1)
 
-    counts = M.counts(records)
-    write_json(root / "metrics/taskmix.json", {"total": len(records), "val": len(val), "per_task": written,
-                                               "per_task_lang": counts})
+
+def _mix_metrics(root: Path, total: int, n_val: int, val_note: str | None, per_task: dict, counts: dict,
+                 **extra) -> None:
+    metrics = {"total": total, "val": n_val, "per_task": per_task, "per_task_lang": counts, **extra}
+    if val_note:
+        metrics["val_note"] = val_note
+    write_json(root / "metrics/taskmix.json", metrics)
     write_rows(root / "plots/taskmix_counts.csv",
-               [{"task": t, "lang": l, "n": n} for t, d in counts.items() for l, n in d.items()])
-    return {"records": records, "counts": counts, "val": len(val)}
+               [{"task": t, "lang": l, "n": n} for t, d in counts.items() for l, n in d.items()],
+               fieldnames=["task", "lang", "n"])
+
+
+RELEASED_VAL_ROWS = 500  # the authors validate on train[:500] (protocol §6.1)
+
+
+def _taskmix_released(cfg: Config, out: Path, sample: int = 1000) -> dict:
+    """The authors' released mix, converted streaming into our schema (no translation). Returns about ``sample``
+    records spread over the mix (the full mix can hold millions); ``total`` and ``counts`` cover all of it."""
+    from collections import Counter
+
+    from mblip import taskmix_paper as P
+    root, data = _root(cfg), data_dir(cfg)
+    report = P.convert_released(data, out, src=cfg.taskmix.released, val_rows=RELEASED_VAL_ROWS,
+                                checker=P.ImageChecker(data, cache=root / IMAGE_CHECKS))
+    written = report["written"]["train"]
+    total, n_val = sum(written.values()), sum(report["written"]["val"].values())
+    step = max(1, total // sample)
+    counts: dict[str, Counter] = {}
+    records, i = [], 0
+    for shard in sorted((out / "train").glob("*.jsonl")):
+        with open(shard, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                counts.setdefault(r["task"], Counter())[r["lang"]] += 1
+                if i % step == 0:
+                    records.append(r)
+                i += 1
+    counts = {t: dict(sorted(c.items())) for t, c in sorted(counts.items())}
+    val_note = (f"the authors' validation rows: the released mix's first {RELEASED_VAL_ROWS} rows, {n_val} of them "
+                f"with a readable image (they validate on train[:500] and train on train[500:], protocol §6.1)")
+    _mix_metrics(root, total, n_val, val_note, written, counts,
+                 released={k: v for k, v in report.items() if k != "langs"})
+    return {"records": records, "counts": counts, "val": n_val, "val_note": val_note, "total": total,
+            "note": f"records: a sample of {len(records):,} of the {total:,} converted training records (total)"}
 
 
 # ------------------------------------------------------------------------------------------------ standins

@@ -12,6 +12,8 @@ import logging  # noqa: E402
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "kernels" notice on import, harmless offline
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 SENTENCES = [
@@ -130,3 +132,114 @@ def image_embeds(batch: int, num_images: int = 1, seed: int = 0):
     if num_images > 1:
         shape = (batch, num_images, *shape[1:])
     return torch.randn(shape, generator=g)
+
+
+# ------------------------------------------------------------------------------------------------ tiny NLLB
+# An M2M100 model (d_model 64, one layer each side) with an NllbTokenizer whose BPE vocabulary is trained in-test;
+# it carries all 202 NLLB language-code tokens and is trained for ~1 s to copy its input, so its outputs depend on
+# the input (tests/test_translate.py, tests/test_stages_paper.py).
+NLLB_CORPUS = [
+    "a red circle on the left",
+    "two blue squares",
+    "a small green triangle above a large red square",
+    "three red circles and a blue square",
+    "blue circle",
+    "a yellow star",
+    "the square is next to the circle",
+    "one green circle below two yellow triangles on the right",
+    "ein roter Kreis links",
+    "zwei blaue Quadrate",
+    "красный круг слева",
+    "два синих квадрата",
+    "左边的红色圆圈",
+    "两个蓝色方块",
+]
+NLLB_ENGLISH = NLLB_CORPUS[:8]
+
+
+def build_tiny_nllb(folder: Path, seed: int = 0, steps: int = 150) -> None:
+    """Save the tiny NLLB-format translator (model + tokenizer) into ``folder`` with ``save_pretrained``."""
+    import json
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, NllbTokenizer
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    bpe.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    bpe.train_from_iterator(NLLB_CORPUS * 3, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False))
+    merges = [tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]]
+    tok = NllbTokenizer(vocab=bpe.get_vocab(), merges=merges)  # default extra tokens: the 202 NLLB codes
+    tok.save_pretrained(folder)
+
+    cfg = M2M100Config(vocab_size=len(tok), d_model=64, encoder_layers=1, decoder_layers=1,
+                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                       max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                       pad_token_id=tok.pad_token_id, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    torch.manual_seed(seed)
+    model = M2M100ForConditionalGeneration(cfg)
+    # Teach it to copy the English sentences (target format: <tgt code> tokens </s>), whatever the target code.
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    tok.src_lang = "eng_Latn"
+    batches = []
+    for tgt in ("deu_Latn", "zho_Hant"):
+        tok.tgt_lang = tgt
+        enc = tok(NLLB_ENGLISH, text_target=NLLB_ENGLISH, padding=True, return_tensors="pt")
+        enc["labels"] = enc["labels"].masked_fill(enc["labels"] == tok.pad_token_id, -100)
+        batches.append(enc)
+    for step in range(steps):
+        loss = model(**batches[step % 2]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(folder)
+
+
+# ------------------------------------------------------------------------------------------------ paper sources
+# Hand-made files in each official format, laid out like data/paper (tests/test_taskmix_paper.py,
+# tests/test_stages_paper.py); the images are written here.
+TASKMIX_FIXTURES = Path(__file__).parent / "fixtures" / "taskmix"
+PAPER_WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
+
+
+def _image_bytes(fmt: str, seed: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    b = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(b, fmt)
+    return b.getvalue()
+
+
+def write_image(root: Path, rel: str, fmt: str = "JPEG", truncated: bool = False, seed: int = 0) -> None:
+    data = _image_bytes(fmt, seed)
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # cut the last quarter: headers intact, so only a decode (not PIL's verify) can tell a JPEG is truncated
+    path.write_bytes(data[: len(data) * 3 // 4] if truncated else data)
+
+
+def make_paper_root(tmp: Path) -> Path:
+    """``tmp/paper``: the fixture sources + images. Broken on purpose: CapFilt 00000003 missing and 00000004
+    truncated (JPEG), COCO 30 truncated (PNG bytes), COCO 77 missing, ImageNet n01443537_1 truncated. COCO 42 is
+    only in val2014."""
+    import shutil
+
+    root = tmp / "paper"
+    shutil.copytree(TASKMIX_FIXTURES, root, ignore=shutil.ignore_patterns("broken"))
+    for i in (0, 1, 2, 5, 6, 7):
+        write_image(root, f"webcapfilt/images/{i:08d}.jpg", seed=i)
+    write_image(root, "webcapfilt/images/00000004.jpg", truncated=True)
+    for cid in (9, 25):
+        write_image(root, f"coco/train2014/COCO_train2014_{cid:012d}.jpg", seed=cid)
+    write_image(root, "coco/train2014/COCO_train2014_000000000030.jpg", "PNG", truncated=True)
+    write_image(root, "coco/val2014/COCO_val2014_000000000042.jpg", "PNG")
+    for w in PAPER_WNIDS:
+        for k in range(6):
+            write_image(root, f"imagenet/train/{w}/{w}_{k}.JPEG", truncated=(w, k) == ("n01443537", 1), seed=k)
+    return root

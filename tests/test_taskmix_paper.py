@@ -1,59 +1,23 @@
 """The paper's task mix from its official sources: one reader per source on hand-made files in each official format
 (tests/fixtures/taskmix/, laid out like data/paper), tiny images written here (some missing, some truncated), the
 mix built through `taskmix.build` with a marker translator, and the released-mix converter. No network."""
-import io
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from conftest import TASKMIX_FIXTURES as FIXTURES
+from conftest import make_paper_root as make_root
+from conftest import write_image as _write
 
 from mblip import taskmix as M
 from mblip import taskmix_paper as P
 from mblip import templates as T
 
-FIXTURES = Path(__file__).parent / "fixtures" / "taskmix"
 LANGS = ["en", "de", "fr", "iw"]
-WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 
 
 def tr(text, lang):
     return text if lang == "en" else f"<{lang}>{text}"
-
-
-def _image_bytes(fmt: str, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    b = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(b, fmt)
-    return b.getvalue()
-
-
-def _write(root: Path, rel: str, fmt: str = "JPEG", truncated: bool = False, seed: int = 0):
-    data = _image_bytes(fmt, seed)
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # cut the last quarter: headers intact, so only a decode (not PIL's verify) can tell a JPEG is truncated
-    path.write_bytes(data[: len(data) * 3 // 4] if truncated else data)
-
-
-def make_root(tmp: Path) -> Path:
-    """The fixture sources + images. Broken on purpose: CapFilt 00000003 missing and 00000004 truncated (JPEG),
-    COCO 30 truncated (PNG bytes), COCO 77 missing, ImageNet n01443537_1 truncated. COCO 42 is only in val2014."""
-    root = tmp / "paper"
-    shutil.copytree(FIXTURES, root, ignore=shutil.ignore_patterns("broken"))
-    for i in (0, 1, 2, 5, 6, 7):
-        _write(root, f"webcapfilt/images/{i:08d}.jpg", seed=i)
-    _write(root, "webcapfilt/images/00000004.jpg", truncated=True)
-    for cid in (9, 25):
-        _write(root, f"coco/train2014/COCO_train2014_{cid:012d}.jpg", seed=cid)
-    _write(root, "coco/train2014/COCO_train2014_000000000030.jpg", "PNG", truncated=True)
-    _write(root, "coco/val2014/COCO_val2014_000000000042.jpg", "PNG")
-    for w in WNIDS:
-        for k in range(6):
-            _write(root, f"imagenet/train/{w}/{w}_{k}.JPEG", truncated=(w, k) == ("n01443537", 1), seed=k)
-    return root
 
 
 @pytest.fixture(scope="module")

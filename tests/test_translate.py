@@ -1,10 +1,10 @@
-"""Behaviour of mblip.translate on a tiny NLLB-format model built here (no network, no downloads).
+"""Behaviour of mblip.translate on a tiny NLLB-format model built in-test (no network, no downloads).
 
-The model is an ``M2M100ForConditionalGeneration`` (d_model 64, one layer each side) with an ``NllbTokenizer``
-whose BPE vocabulary is trained in-test with ``tokenizers``; it carries all 202 NLLB language-code tokens. It is
-trained for ~1 s to copy its input, so its outputs depend on the input (a random model emits the same token soup for
-every sentence, which would let an order bug pass). Both are saved with ``save_pretrained`` and loaded through the
-real ``Translator`` path.
+The model (``conftest.build_tiny_nllb``) is an ``M2M100ForConditionalGeneration`` (d_model 64, one layer each side)
+with an ``NllbTokenizer`` whose BPE vocabulary is trained in-test with ``tokenizers``; it carries all 202 NLLB
+language-code tokens. It is trained for ~1 s to copy its input, so its outputs depend on the input (a random model
+emits the same token soup for every sentence, which would let an order bug pass). Both are saved with
+``save_pretrained`` and loaded through the real ``Translator`` path.
 """
 from __future__ import annotations
 
@@ -22,63 +22,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import NLLB_ENGLISH, build_tiny_nllb
 
 from mblip import translate as T
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = [
-    "a red circle on the left",
-    "two blue squares",
-    "a small green triangle above a large red square",
-    "three red circles and a blue square",
-    "blue circle",
-    "a yellow star",
-    "the square is next to the circle",
-    "one green circle below two yellow triangles on the right",
-    "ein roter Kreis links",
-    "zwei blaue Quadrate",
-    "красный круг слева",
-    "два синих квадрата",
-    "左边的红色圆圈",
-    "两个蓝色方块",
-]
-ENGLISH = CORPUS[:8]
-
-
-def _build_tiny_nllb(folder: Path, seed: int = 0, steps: int = 150) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import M2M100Config, M2M100ForConditionalGeneration, NllbTokenizer
-
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    bpe.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    bpe.train_from_iterator(CORPUS * 3, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False))
-    merges = [tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]]
-    tok = NllbTokenizer(vocab=bpe.get_vocab(), merges=merges)  # default extra tokens: the 202 NLLB codes
-    tok.save_pretrained(folder)
-
-    cfg = M2M100Config(vocab_size=len(tok), d_model=64, encoder_layers=1, decoder_layers=1,
-                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                       max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                       pad_token_id=tok.pad_token_id, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
-    torch.manual_seed(seed)
-    model = M2M100ForConditionalGeneration(cfg)
-    # Teach it to copy the English sentences (target format: <tgt code> tokens </s>), whatever the target code.
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    tok.src_lang = "eng_Latn"
-    batches = []
-    for tgt in ("deu_Latn", "zho_Hant"):
-        tok.tgt_lang = tgt
-        enc = tok(ENGLISH, text_target=ENGLISH, padding=True, return_tensors="pt")
-        enc["labels"] = enc["labels"].masked_fill(enc["labels"] == tok.pad_token_id, -100)
-        batches.append(enc)
-    for step in range(steps):
-        loss = model(**batches[step % 2]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(folder)
+ENGLISH = NLLB_ENGLISH
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +42,7 @@ def offline(monkeypatch):
 def tiny_nllb(tmp_path_factory) -> Path:
     torch.set_num_threads(1)  # shared 2-core machine
     folder = tmp_path_factory.mktemp("tiny-nllb")
-    _build_tiny_nllb(folder)
+    build_tiny_nllb(folder)
     return folder
 
 
