@@ -54,11 +54,13 @@ def _stage(name):
         cfg = _cfg(args)
         fn = {"standins": stages.standins, "translate": stages.translate, "taskmix": stages.taskmix,
               "features": realign.compute_features, "warmup": realign.warmup, "realign": realign.realign,
-              "merge": realign.merge, "report": report.build}[name] if name not in ("evaluate", "finetune", "ablate-init") else None
+              "merge": realign.merge, "report": report.build}[name] if name not in ("evaluate", "finetune", "ablate", "ablate-init") else None
         if name == "evaluate":
             out = realign.evaluate(cfg, args.bench).metrics["average"]
         elif name == "finetune":
             out = realign.finetune(cfg, args.task)["metrics"]["average"]
+        elif name == "ablate":
+            out = ablations.run_variant(cfg, args.variant)
         elif name == "ablate-init":
             out = ablations.init_ablation(cfg, seeds=args.seeds, steps=args.steps, limit=args.limit)["summary"]
         else:
@@ -80,7 +82,8 @@ STAGE_HELP = {
     "evaluate": "zero-shot evaluation of the realigned model on one benchmark",
     "finetune": "fine-tune the merged model on one task (English data), then evaluate every language",
     "report": "regenerate results/ (tables, figures)",
-    "ablate-init": "bootstrapped vs randomly initialised Q-Former over several seeds",
+    "ablate": "one ablation variant: re-align with one change, score on the xGQA analogue",
+    "ablate-init": "bootstrapped vs randomly initialised Q-Former over several seeds (learning curves)",
 }
 
 
@@ -111,10 +114,14 @@ def main(argv: list[str] | None = None) -> None:
             s.add_argument("bench")
         if name == "finetune":
             s.add_argument("task")
+        if name == "ablate":
+            from mblip.config import ABLATIONS
+            s.add_argument("variant", choices=ABLATIONS)
         if name == "ablate-init":
-            s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-            s.add_argument("--steps", type=int, default=None, help="default: realign.steps")
-            s.add_argument("--limit", type=int, default=40, help="questions per language at each budget")
+            s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: ablations.init_seeds")
+            s.add_argument("--steps", type=int, default=None, help="default: ablations.steps")
+            s.add_argument("--limit", type=int, default=None, help="questions per language at each budget "
+                                                                   "(default: ablations.eval_limit)")
         s.set_defaults(func=_stage(name))
 
     from mblip.evaluate import add_score_parser

@@ -246,6 +246,31 @@ class Finetune:
 
 TASKS = ("caption", "vqa", "vqg", "match", "classify", "verify", "describe", "conversation", "cot", "explain")
 
+ABLATIONS = ("base", "lora_none", "lora_qv", "lora_r32", "qformer_frozen", "no_warmup", "scratch", "english_only",
+             "captions_only")  # defined in mblip.ablations.VARIANTS
+
+
+@dataclass
+class Ablations:
+    """The ablate@ stages: each variant re-aligns from the same starting point with one change, for the same number
+    of steps, and is scored on the xGQA analogue (mblip/ablations.py). The ablate_init stage repeats bootstrap vs
+    scratch over several seeds for learning curves."""
+    variants: list[str] = doc(f"Variants of the ablate@ stages; allowed: {list(ABLATIONS)}.", factory=lambda: list(ABLATIONS))
+    steps: int = doc("Re-alignment steps of every variant (one budget for all, so they compare).", 10000)
+    eval_limit: int = doc("xGQA questions per language each variant is scored on (greedy decoding).", 500)
+    init_seeds: list[int] = doc("Seeds of the bootstrap-vs-scratch learning curves (ablate_init).", factory=lambda: [0, 1, 2])
+    init_budgets: int = doc("Points on each bootstrap-vs-scratch curve (evenly spaced up to steps).", 4)
+
+    def check(self, key):
+        bad = [v for v in self.variants if v not in ABLATIONS]
+        if bad:
+            raise ConfigError(f"{key}.variants: unknown {bad}; allowed: {list(ABLATIONS)}")
+        if self.steps < 1 or self.eval_limit < 1 or self.init_budgets < 1 or not self.init_seeds:
+            raise ConfigError(f"{key}: steps, eval_limit and init_budgets must be positive and init_seeds non-empty")
+        if self.steps % self.init_budgets:
+            raise ConfigError(f"{key}.steps ({self.steps}) must be a multiple of {key}.init_budgets ({self.init_budgets})")
+
+
 
 @dataclass
 class Config:
@@ -263,6 +288,7 @@ class Config:
     taskmix: Taskmix = doc("The instruction task mix.", factory=Taskmix)
     eval: Eval = doc("Evaluation (zero-shot and fine-tuned).", factory=Eval)
     finetune: Finetune = doc("Per-task fine-tuning.", factory=Finetune)
+    ablations: Ablations = doc("Ablations as pipeline stages (ablate@variant, ablate_init).", factory=Ablations)
 
     def check(self, key):
         """Rules that span sections."""

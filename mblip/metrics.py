@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import unicodedata
+from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "vqa_clean",
     "exact_match_accuracy",
     "relaxed_accuracy",
+    "token_f1",
     "vqav2_accuracy",
     "maxm_accuracy",
     "pope_answer",
@@ -669,6 +671,34 @@ def relaxed_accuracy(preds: Sequence[str], labels: Sequence[str], clean: bool = 
 
 def _classification_pred(pred: str, clean: bool) -> str:
     return (vqa_clean(pred) if clean else pred).strip().lower()
+
+
+def _f1_tokens(text: str, lang: str) -> list[str]:
+    text = unicodedata.normalize("NFC", segment(text, lang)).lower()
+    return "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text).split()
+
+
+def token_f1(preds: Sequence[str], labels: Sequence[str], langs: Sequence[str] | str = "en") -> float:
+    """Mean token-overlap F1 of each prediction with its label (SQuAD-style bag of tokens), in [0, 1].
+
+    Not an mBLIP metric: a softer companion to `exact_match_accuracy` for free-text targets (captions, long
+    answers). Both sides are word-segmented for their language (`segment`: zh, ja, th), NFC-normalised,
+    lower-cased and split on whitespace and punctuation. Two empty sides score 1, one empty side 0.
+    `langs` is one code for all pairs or one per pair.
+    """
+    _check_pairs(preds, labels)
+    langs = [langs] * len(preds) if isinstance(langs, str) else list(langs)
+    if len(langs) != len(preds):
+        raise ValueError(f"got {len(langs)} languages for {len(preds)} predictions; pass one code or one per pair")
+    total = 0.0
+    for pred, label, lang in zip(preds, labels, langs):
+        p, g = _f1_tokens(pred, lang), _f1_tokens(label, lang)
+        if not p or not g:
+            total += float(p == g)
+            continue
+        common = sum((Counter(p) & Counter(g)).values())
+        total += 0.0 if not common else 2 * common / (len(p) + len(g))
+    return total / len(preds)
 
 
 _VQA_MODES = ("lavis", "mblip", "official2021")

@@ -41,29 +41,66 @@ def vision_encoder(blip2_ref: str, revision: str | None = None):
 @torch.no_grad()
 def compute_features(cfg: Config, batch_size: int = 256) -> dict:
     """ViT last hidden states of every image under the data folder -> ``artifacts/features/``."""
-    from PIL import Image
     from safetensors.torch import save_file
-    from tqdm.auto import tqdm
 
     root = _root(cfg)
     images = sorted(p.relative_to(data_dir(cfg)).as_posix() for p in (data_dir(cfg) / "images").glob("*.png"))
     if not images:
         raise FileNotFoundError(f"no images in {data_dir(cfg) / 'images'}: run `mblip fetch`")
     vit, proc = vision_encoder(model_path(cfg, cfg.models.blip2), cfg.models.revisions.get(cfg.models.blip2))
-    chunks = []
-    for i in tqdm(range(0, len(images), batch_size), desc="ViT features", unit="batch"):
-        ims = []
-        for rel in images[i:i + batch_size]:
-            with Image.open(data_dir(cfg) / rel) as im:
-                ims.append(im.convert("RGB"))
-        px = proc(images=ims, return_tensors="pt")["pixel_values"]
-        chunks.append(vit(pixel_values=px).last_hidden_state.to(torch.float16))
-    feats = torch.cat(chunks)
+    feats = _vit_features(vit, proc, [data_dir(cfg) / rel for rel in images], batch_size, progress=True)
     out = root / "artifacts/features"
     out.mkdir(parents=True, exist_ok=True)
     save_file({"features": feats.contiguous()}, str(out / "vit.safetensors"))
     (out / "index.json").write_text(json.dumps(images, indent=0) + "\n")
     return {"images": len(images), "shape": list(feats.shape)}
+
+
+@torch.no_grad()
+def _vit_features(vit, proc, paths: Sequence[Path], batch_size: int, progress: bool = False) -> torch.Tensor:
+    """(N, S, D) fp16 ViT last hidden states of image files, RGB through BLIP-2's image processor."""
+    from PIL import Image, UnidentifiedImageError
+    from tqdm.auto import tqdm
+
+    chunks = []
+    for i in tqdm(range(0, len(paths), batch_size), desc="ViT features", unit="batch", disable=not progress):
+        ims = []
+        for path in paths[i:i + batch_size]:
+            try:
+                with Image.open(path) as im:
+                    ims.append(im.convert("RGB"))
+            except UnidentifiedImageError:
+                raise ValueError(f"{path}: not an image file PIL can read (PNG, JPEG, ...)") from None
+        px = proc(images=ims, return_tensors="pt")["pixel_values"]
+        chunks.append(vit(pixel_values=px).last_hidden_state.to(torch.float16))
+    return torch.cat(chunks)
+
+
+def features_for_images(cfg: Config, paths: Sequence[str | Path], batch_size: int = 64) -> torch.Tensor:
+    """(N, S, D) ViT features of any image files (PNG, JPEG, any size): the frozen vision encoder and image
+    processor of ``models.blip2``, exactly as the features stage computes them for the world's images (fp16-rounded,
+    returned as float32 like `Features`), so a world image gives its cached features."""
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such image file")
+    vit, proc = vision_encoder(model_path(cfg, cfg.models.blip2), cfg.models.revisions.get(cfg.models.blip2))
+    return _vit_features(vit, proc, paths, batch_size).float()
+
+
+class FileFeatures:
+    """Like `Features`, for arbitrary image files: computed once with `features_for_images`, looked up by path."""
+
+    def __init__(self, cfg: Config, paths: Sequence[str | Path], batch_size: int = 64):
+        paths = list(dict.fromkeys(Path(p) for p in paths))
+        self.index = {p: i for i, p in enumerate(paths)}
+        self.tensor = features_for_images(cfg, paths, batch_size)
+
+    def __call__(self, image: str | Path) -> torch.Tensor:
+        try:
+            return self.tensor[self.index[Path(image)]]
+        except KeyError:
+            raise KeyError(f"no features computed for image {image!r}") from None
 
 
 class Features:
@@ -124,7 +161,7 @@ def build(cfg: Config, stage: str, seed: int | None = None):
 
 def _train(cfg: Config, model, examples, opt, out_dir: Path, name: str, *, lr_qformer, lr_lora, lr_projection=None,
            seed: int | None = None, history_path: Path | None = None, metrics_path: Path | None = None,
-           num_images: int = 1, keep_checkpoints: int = 2):
+           num_images: int = 1, keep_checkpoints: int = 2, resume: bool = True):
     from mblip.train import Collator, train
     root = _root(cfg)
     collate = Collator.for_model(model, max_len=opt.max_len, num_images=num_images)
@@ -132,7 +169,7 @@ def _train(cfg: Config, model, examples, opt, out_dir: Path, name: str, *, lr_qf
                  steps=opt.steps, lr_qformer=lr_qformer, lr_lora=lr_lora, lr_projection=lr_projection,
                  weight_decay=opt.weight_decay, warmup_steps=opt.warmup_steps, grad_accum=opt.grad_accum,
                  clip=opt.clip, out_dir=out_dir, ckpt_every=opt.ckpt_every, seed=cfg.seed if seed is None else seed,
-                 keep_checkpoints=keep_checkpoints,
+                 keep_checkpoints=keep_checkpoints, resume=resume,
                  history_path=history_path or root / f"plots/{name}_history.csv",
                  metrics_path=metrics_path or root / f"metrics/{name}.json")
 
@@ -173,18 +210,22 @@ def load_warmup_projection(cfg: Config, model) -> bool:
 
 
 def realign(cfg: Config, *, out_dir: Path | None = None, seed: int | None = None, steps: int | None = None,
-            name: str = "realign", keep_checkpoints: int = 2) -> dict:
-    """Stage 2: Q-Former + query tokens + projection fully, the LLM with LoRA, on the task mix."""
+            name: str = "realign", keep_checkpoints: int = 2, examples: list[dict] | None = None,
+            metrics_path: Path | None = None, history_path: Path | None = None) -> dict:
+    """Stage 2: Q-Former + query tokens + projection fully, the LLM with LoRA, on the task mix.
+
+    Ablations pass their own `examples` (default: the task mix on disk), step budget, output folder and run `name`
+    (which names plots/<name>_history.csv and, unless `metrics_path` says otherwise, metrics/<name>.json)."""
     root = _root(cfg)
-    feats = Features(root)
-    examples = mix_examples(root, feats, "train")
+    if examples is None:
+        examples = mix_examples(root, Features(root), "train")
     model = build(cfg, "realign", seed=seed)
     warmed = load_warmup_projection(cfg, model) if cfg.realign.qformer_init == "bootstrap" else False
     opt = cfg.realign if steps is None else type(cfg.realign)(**{**cfg.realign.__dict__, "steps": steps})
     out = out_dir or root / "models/realign"
     hist = _train(cfg, model, examples, opt, out, name, lr_qformer=cfg.realign.lr_qformer, lr_lora=cfg.realign.lr_lora,
-                  seed=seed, history_path=root / f"plots/{name}_history.csv", metrics_path=root / f"metrics/{name}.json",
-                  keep_checkpoints=keep_checkpoints)
+                  seed=seed, history_path=history_path or root / f"plots/{name}_history.csv",
+                  metrics_path=metrics_path or root / f"metrics/{name}.json", keep_checkpoints=keep_checkpoints)
     return {"model": model, "examples": len(examples), "warm_projection": warmed, "history": hist}
 
 
@@ -221,13 +262,11 @@ def make_generate(model, feats: Features, batch_size: int = 64):
 def sample_outputs(cfg: Config, model, n_scenes: int = 4, langs: Sequence[str] | None = None) -> list[dict]:
     """Greedy captions and answers on the first held-out test scenes, in several languages (for the notebook)."""
     from mblip import templates as T
-    from mblip.evaluate import Decoding
     root, data = _root(cfg), data_dir(cfg)
     langs = [l for l in (langs or cfg.languages.use or ["en"]) if l in T.XM3600_LANGUAGE_NAMES]
     caps = [json.loads(l) for l in (data / "eval/xm3600/captions.jsonl").read_text(encoding="utf-8").splitlines()[:n_scenes]]
     gen = make_generate(model, Features(root))
-    greedy_caption = Decoding(num_beams=1, max_new_tokens=30, length_penalty=1.0)
-    greedy_short = Decoding(num_beams=1, max_new_tokens=10, length_penalty=1.0)
+    greedy_caption, greedy_short = _greedy(30), _greedy(10)
     rows = []
     for lang in langs:
         qs = json.loads((data / f"eval/xgqa/{lang}/test.json").read_text(encoding="utf-8")) \
@@ -263,15 +302,102 @@ def show_samples(cfg: Config, rows: list[dict]):
     return pd.DataFrame(rows).set_index(["image", "lang"]).sort_index()
 
 
+# ------------------------------------------------------------------------------------------------ any image
+def _greedy(max_new_tokens: int):
+    from mblip.evaluate import Decoding
+    return Decoding(num_beams=1, max_new_tokens=max_new_tokens, length_penalty=1.0)
+
+
+def demo_image(cfg: Config, index: int = 0) -> Path:
+    """A held-out image of the demo world (the ``index``-th test scene, never trained on)."""
+    found = sorted((data_dir(cfg) / "images").glob("test-*.png"))
+    if not found:
+        raise FileNotFoundError(f"no held-out test images in {data_dir(cfg) / 'images'}: run `mblip fetch` (demo "
+                                f"preset), or pass the path of an image of your own")
+    return found[index % len(found)]
+
+
+def resolve_path(cfg: Config, path: str | Path) -> Path:
+    """A user-given file path: absolute, or relative to the working directory, else to the repository root."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return _root(cfg) / p
+
+
+def default_question(lang: str) -> str:
+    """A question that fits any picture ("How many objects are there?"), realised in ``lang`` by the demo world's
+    realisers; in English for a language they do not have."""
+    from mblip.demo.realise import LANGUAGES, NP, QCount, realise
+    return realise(QCount(NP()), lang if lang in LANGUAGES else "en")
+
+
+def caption_prompt(lang: str) -> str:
+    """XM3600's evaluation prompt for ``lang`` ("Caption in German: "); for a language XM3600 lacks, the same
+    prompt with the name from the paper's language table."""
+    from mblip import languages as L
+    from mblip import templates as T
+    try:
+        return T.eval_prompt("xm3600", lang)
+    except KeyError:
+        return T.EVAL_PROMPTS["xm3600"].format(L.get(lang).name)
+
+
+def describe_image(cfg: Config, model, image: str | Path, lang: str = "en", question: str = "") -> dict:
+    """Caption any image file in ``lang`` (XM3600's eval prompt) and answer ``question`` about it (xGQA's eval
+    prompt; empty = `default_question` in ``lang``), greedy decoding. The ViT features come from
+    `features_for_images`, so a demo-world image gets exactly the features the evaluation used."""
+    from mblip import templates as T
+    path = resolve_path(cfg, image)
+    gen = make_generate(model, FileFeatures(cfg, [path]))
+    question = question.strip() or default_question(lang)
+    prompts = {"caption": caption_prompt(lang), "answer": T.eval_prompt("xgqa", question)}
+    return {"image": str(path), "lang": lang,
+            "caption": gen([[path]], [prompts["caption"]], _greedy(30))[0],
+            "question": question,
+            "answer": gen([[path]], [prompts["answer"]], _greedy(10))[0],
+            "prompts": prompts}
+
+
+def show_image(path: str | Path, title: str = "", size: float = 3.0):
+    """One image, enlarged without smoothing (the demo's scenes are 64 px)."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    with Image.open(path) as im:
+        fig, ax = plt.subplots(figsize=(size, size))
+        ax.imshow(im.convert("RGB"), interpolation="nearest")
+    ax.set_title(title or Path(path).name, fontsize=9)
+    ax.axis("off")
+    plt.show()
+
+
 # ------------------------------------------------------------------------------------------------ evaluate
+def trained_models(cfg: Config) -> list[str]:
+    """What `load_model` can load: the folders under ``models/`` with a ``final/`` checkpoint or a full BLIP-2."""
+    models = _root(cfg) / "models"
+    found = {p.parent.parent for p in models.glob("**/final/build.json")} | \
+            {p.parent for p in models.glob("**/config.json") if (p.parent / "tokenizer_config.json").exists()
+             and json.loads(p.read_text()).get("model_type") == "blip-2"}
+    return sorted(p.relative_to(models).as_posix() for p in found if "standins" not in p.relative_to(models).parts)
+
+
 def load_model(cfg: Config, which: str = "realign"):
-    """The zero-shot model (``realign``) or a fine-tuned one (``finetune/<task>``), from its trainable weights."""
-    from mblip.model import load_mblip
+    """A trained model by its folder under ``models/``: the zero-shot model (``realign``), the merged one
+    (``merged``, a plain BLIP-2 folder), a fine-tuned one (``finetune/<task>``, also spelled ``finetune-<task>``
+    as in ``metrics/eval/``) or your own (``own``: `finetune_own`); from its ``final/`` trainable weights."""
+    from mblip.model import load_blip2_folder, load_mblip
     cpu_threads()
-    folder = _root(cfg) / "models" / which / "final"
-    if not folder.exists():
-        raise FileNotFoundError(f"{folder} is missing: run the {which.split('/')[0]} stage first")
-    return load_mblip(folder, quantization=cfg.models.quantization)
+    models = _root(cfg) / "models"
+    name = which.strip("/").removeprefix("models/")
+    if not (models / name).exists() and name.startswith("finetune-"):
+        name = "finetune/" + name.removeprefix("finetune-")
+    folder = models / name
+    if (folder / "final").exists():
+        return load_mblip(folder / "final", quantization=cfg.models.quantization)
+    if (folder / "config.json").exists():  # merged: a full BLIP-2 folder (our export)
+        return load_blip2_folder(folder, stage="eval", quantization=cfg.models.quantization)
+    raise FileNotFoundError(f"{folder / 'final'} is missing: run the {name.split('/')[0]} stage first "
+                            f"(trained models here: {', '.join(trained_models(cfg)) or 'none'})")
 
 
 def evaluate(cfg: Config, bench: str, which: str = "realign", model=None):
@@ -335,27 +461,174 @@ def finetune(cfg: Config, task: str) -> dict:
     """Stage 3: merged realign model + a new LoRA, English training data of `task`, then zero-shot cross-lingual
     evaluation of the fine-tuned model on the task's benchmark in every language."""
     import math
-    from dataclasses import replace
 
-    from mblip.config import Optim
-    from mblip.model import load_blip2_folder
-    cpu_threads()
     root = _root(cfg)
     ft = cfg.finetune
     if task not in ft.tasks:
         raise KeyError(f"finetune task {task!r} is not in finetune.tasks {ft.tasks}")
     feats = Features(root)
     examples, k = finetune_examples(cfg, task, feats)
-    model = load_blip2_folder(root / "models/merged", stage="finetune", quantization=cfg.models.quantization,
-                              lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                              lora_scope=cfg.lora.scope if cfg.lora.scope != "none" else "all", seed=cfg.seed)
+    model = merged_for_finetune(cfg)
     batch = ft.batch_size[task]
     steps = max(1, math.ceil(ft.epochs[task] * len(examples) / batch))
     if ft.max_steps:
         steps = min(steps, ft.max_steps)
-    opt = Optim(batch_size=batch, grad_accum=batch // ft.micro_batch_size, steps=steps, warmup_steps=ft.warmup_steps,
-                weight_decay=ft.weight_decay, clip=ft.clip, max_len=ft.max_len, ckpt_every=ft.ckpt_every)
-    _train(cfg, model, examples, opt, root / "models/finetune" / task, f"finetune_{task}", lr_qformer=ft.lr[task],
-           lr_lora=ft.lr[task], num_images=k)
+    _train(cfg, model, examples, _finetune_optim(cfg, batch, steps), root / "models/finetune" / task,
+           f"finetune_{task}", lr_qformer=ft.lr[task], lr_lora=ft.lr[task], num_images=k)
     result = evaluate(cfg, task, which=f"finetune/{task}", model=model)
     return {"examples": len(examples), "steps": steps, "metrics": result.metrics}
+
+
+def merged_for_finetune(cfg: Config):
+    """The merged re-aligned model (``models/merged``) with a new LoRA, ready to fine-tune (protocol §8.4)."""
+    from mblip.model import load_blip2_folder
+    cpu_threads()
+    folder = _root(cfg) / "models/merged"
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} is missing: run the merge stage first (`dvc repro merge`)")
+    return load_blip2_folder(folder, stage="finetune", quantization=cfg.models.quantization,
+                             lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                             lora_scope=cfg.lora.scope if cfg.lora.scope != "none" else "all", seed=cfg.seed)
+
+
+def _finetune_optim(cfg: Config, batch: int, steps: int, micro_batch: int | None = None,
+                    warmup_steps: int | None = None):
+    from mblip.config import Optim
+    ft = cfg.finetune
+    micro = micro_batch or ft.micro_batch_size
+    return Optim(batch_size=batch, grad_accum=batch // micro, steps=steps,
+                 warmup_steps=ft.warmup_steps if warmup_steps is None else warmup_steps,
+                 weight_decay=ft.weight_decay, clip=ft.clip, max_len=ft.max_len, ckpt_every=ft.ckpt_every)
+
+
+# ------------------------------------------------------------------------------------------------ your own data
+def example_own_jsonl(cfg: Config, out_dir: str | Path, n_train: int = 16, n_eval: int = 8,
+                      langs: Sequence[str] | None = None) -> tuple[Path, Path]:
+    """Write ``train.jsonl`` and ``eval.jsonl`` in the task-mix record schema into ``out_dir``: questions of the
+    demo world's xGQA analogue about its held-out *test* scenes (never trained on), the first half of the scenes
+    for training and the second half for evaluation (no image in both), up to ``n_train`` / ``n_eval`` records per
+    language spread over the scenes, with xGQA's eval prompt and the gold answer as target. Returns the two paths."""
+    from mblip import templates as T
+    data = data_dir(cfg)
+    langs = list(langs or cfg.languages.use or ["en"])
+    if cfg.data.source != "demo":
+        raise FileNotFoundError(f"the example files come from the demo world, but data.source is "
+                                f"{cfg.data.source!r}: pass train_jsonl and eval_jsonl of your own")
+    scenes = sorted(p.stem for p in (data / "images").glob("test-*.png"))
+    if len(scenes) < 2:
+        raise FileNotFoundError(f"no held-out test scenes in {data / 'images'}: run `mblip fetch`")
+    half = set(scenes[:len(scenes) // 2])
+    out, rows = Path(out_dir), {"train": [], "eval": []}
+    for lang in langs:
+        f = data / "eval/xgqa" / lang / "test.json"
+        if not f.exists():
+            continue
+        got = {"train": 0, "eval": 0}
+        questions = list(json.loads(f.read_text(encoding="utf-8")).items())
+        seen: dict[str, int] = {}
+        order = []  # the first question of every scene, then the second, ...: spread over the scenes
+        for i, (_, q) in enumerate(questions):
+            seen[q["imageId"]] = seen.get(q["imageId"], -1) + 1
+            order.append((seen[q["imageId"]], i))
+        for _, i in sorted(order):
+            qid, q = questions[i]
+            split = "train" if q["imageId"] in half else "eval"
+            if got[split] < (n_train if split == "train" else n_eval):
+                got[split] += 1
+                rows[split].append({"id": f"{qid}-{lang}", "image": f"images/{q['imageId']}.png", "lang": lang,
+                                    "task": "vqa", "prompt": T.eval_prompt("xgqa", q["question"]),
+                                    "target": q["answer"]})
+    if not rows["train"] or not rows["eval"]:
+        raise FileNotFoundError(f"no xGQA test questions under {data / 'eval/xgqa'} for {langs}: run `mblip fetch`")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "train.jsonl", out / "eval.jsonl"
+    for path, split in zip(paths, ("train", "eval")):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[split]), encoding="utf-8")
+    return paths
+
+
+def _own_records(cfg: Config, path: str | Path) -> tuple[list[dict], list[Path]]:
+    """Validated records of a user's JSONL and each record's image file (relative paths: beside the JSONL file,
+    then under the data folder, then under the repository root)."""
+    from mblip.taskmix import resolve_image, validate_jsonl
+    path = resolve_path(cfg, path)
+    roots = [path.parent, data_dir(cfg), _root(cfg)]
+    records = validate_jsonl(path, image_roots=roots)
+    return records, [resolve_image(r["image"], roots) for r in records]
+
+
+def predict_own(model, records: list[dict], images: list[Path], feats, max_new_tokens: int,
+                batch_size: int = 64) -> list[str]:
+    """Greedy outputs of ``model`` for records of the task-mix schema (their own prompts)."""
+    gen = make_generate(model, feats, batch_size=batch_size)
+    return gen([[p] for p in images], [r["prompt"] for r in records], _greedy(max_new_tokens))
+
+
+def score_own(records: list[dict], preds: list[str]) -> dict:
+    """Exact match (xGQA's: `metrics.exact_match_accuracy`) and token F1 (`metrics.token_f1`) per language and
+    over all records: ``{lang: {"n", "exact_match", "token_f1"}, ..., "all": {...}}``."""
+    from mblip import metrics as M
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r["lang"], []).append(i)
+    groups = {**dict(sorted(groups.items())), "all": list(range(len(records)))}
+    out = {}
+    for lang, idx in groups.items():
+        p, g, l = [preds[i] for i in idx], [records[i]["target"] for i in idx], [records[i]["lang"] for i in idx]
+        out[lang] = {"n": len(idx), "exact_match": M.exact_match_accuracy(p, g), "token_f1": M.token_f1(p, g, l)}
+    return out
+
+
+def finetune_own(cfg: Config, train_jsonl: str | Path, eval_jsonl: str | Path, *, steps: int, lr: float | None = None,
+                 out_dir: str | Path = "models/own", batch_size: int | None = None,
+                 max_new_tokens: int | None = None) -> dict:
+    """Fine-tune the merged re-aligned model on your own records, as the finetune stage does (a new LoRA on
+    ``models/merged``, the same training loop and settings of ``finetune``), and score it on ``eval_jsonl`` before
+    and after: exact match and token F1 per language (`score_own`), greedy decoding.
+
+    train_jsonl, eval_jsonl: JSONL in the task-mix record schema ``{id, image, lang, task, prompt, target}``, any
+        language; every line is checked (`taskmix.validate_jsonl`) and every image found before anything loads.
+        ``image``: an absolute path, or relative to the JSONL file's folder, the data folder or the repository.
+    steps: optimizer steps. lr: peak LR of Q-Former, projection and LoRA (None = ``finetune.lr.xgqa``).
+    out_dir: relative to the repository root; gets ``final/`` (the weights: ``load_model(cfg, "own")``), the
+        checkpoints, ``history.csv``, ``train.json``, ``predictions.jsonl`` and ``scores.json``. Training starts
+        over each call (old checkpoints in ``out_dir`` are deleted).
+    batch_size: examples per step (None = ``finetune.batch_size.xgqa``, at most the training set).
+    max_new_tokens: None = the longest evaluation target in tokens + 4, at most ``finetune.max_len``.
+    """
+    ft = cfg.finetune
+    root = _root(cfg)
+    out = Path(out_dir) if Path(out_dir).is_absolute() else root / out_dir
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    train_recs, train_imgs = _own_records(cfg, train_jsonl)
+    eval_recs, eval_imgs = _own_records(cfg, eval_jsonl)
+    feats = FileFeatures(cfg, train_imgs + eval_imgs)
+    model = merged_for_finetune(cfg)
+    if max_new_tokens is None:
+        longest = max(len(model.tokenizer(r["target"], add_special_tokens=False).input_ids) for r in eval_recs)
+        max_new_tokens = max(1, min(ft.max_len, longest + 4))
+    before = predict_own(model, eval_recs, eval_imgs, feats, max_new_tokens, cfg.eval.batch_size)
+
+    batch = min(batch_size or ft.batch_size.get("xgqa", 32), len(train_recs))
+    micro = min(ft.micro_batch_size, batch)
+    batch -= batch % micro
+    lr = ft.lr.get("xgqa", 3e-5) if lr is None else float(lr)
+    examples = [{"image_embeds": feats(p), "prompt": r["prompt"], "target": r["target"]}
+                for r, p in zip(train_recs, train_imgs)]
+    opt = _finetune_optim(cfg, batch, steps, micro_batch=micro, warmup_steps=min(ft.warmup_steps, steps // 10))
+    hist = _train(cfg, model, examples, opt, out, "own", lr_qformer=lr, lr_lora=lr,
+                  history_path=out / "history.csv", metrics_path=out / "train.json", resume=False)
+    after = predict_own(model, eval_recs, eval_imgs, feats, max_new_tokens, cfg.eval.batch_size)
+
+    scores = {"before": score_own(eval_recs, before), "after": score_own(eval_recs, after)}
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for r, b, a in zip(eval_recs, before, after):
+            f.write(json.dumps({"id": r["id"], "lang": r["lang"], "target": r["target"], "before": b, "after": a},
+                               ensure_ascii=False) + "\n")
+    summary = {"train_jsonl": str(resolve_path(cfg, train_jsonl)), "eval_jsonl": str(resolve_path(cfg, eval_jsonl)),
+               "train_examples": len(train_recs), "eval_examples": len(eval_recs), "steps": steps,
+               "batch_size": batch, "lr": lr, "max_new_tokens": max_new_tokens,
+               "final_loss": hist[-1]["loss"] if hist else None, "scores": scores}
+    write_json(out / "scores.json", summary)
+    return {**summary, "model": model, "out_dir": out}

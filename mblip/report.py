@@ -414,6 +414,102 @@ def translation_table(root: Path):
     return wide
 
 
+def ablation_table(root: Path, cfg=None):
+    """One row per ablation variant (metrics/ablations/<variant>.json): xGQA-analogue accuracy ×100 (all languages,
+    non-English, English), the change against the `base` variant, final training loss and time."""
+    import pandas as pd
+    from mblip.ablations import VARIANTS
+    names = list(cfg.ablations.variants) if cfg is not None else [
+        v for v in VARIANTS if (Path(root) / f"metrics/ablations/{v}.json").exists()]
+    cols = ["variant", "what changes", "xGQA avg", "Δ avg vs base", "xGQA non-en", "Δ non-en vs base", "xGQA en",
+            "steps", "final loss", "wall s", "status"]
+    rows, base = [], None
+    for name in names:
+        path = Path(root) / f"metrics/ablations/{name}.json"
+        d = _read_json(path)
+        if d is None:
+            rows.append({"variant": name, "what changes": VARIANTS.get(name, ("", ""))[1], "status": "not run"})
+            continue
+        if not isinstance(d, dict) or not _is_num(d.get("mean_all")) or not isinstance(d.get("xgqa"), dict):
+            raise ReportInputError(f"{path}: expected 'mean_all' and 'xgqa' (as mblip.ablations.run_variant writes)")
+        row = {"variant": name, "what changes": d.get("description", ""), "xGQA avg": SCALE * d["mean_all"],
+               "xGQA non-en": SCALE * d["mean_non_en"] if _is_num(d.get("mean_non_en")) else None,
+               "xGQA en": SCALE * d["xgqa"]["en"] if _is_num(d["xgqa"].get("en")) else None,
+               "steps": d.get("steps"), "final loss": d.get("final_loss"), "wall s": d.get("seconds"), "status": "ok"}
+        if name == "base":
+            base = row
+        rows.append(row)
+    for row in rows:
+        if base is not None and row.get("status") == "ok":
+            row["Δ avg vs base"] = row["xGQA avg"] - base["xGQA avg"]
+            if row["xGQA non-en"] is not None and base["xGQA non-en"] is not None:
+                row["Δ non-en vs base"] = row["xGQA non-en"] - base["xGQA non-en"]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("xGQA avg", "Δ avg vs base", "xGQA non-en", "Δ non-en vs base", "xGQA en"):
+        df[c] = df[c].astype(float).round(1)
+    return df
+
+
+def ablation_init_table(root: Path):
+    """Bootstrapped vs randomly initialised Q-Former at each step budget (metrics/ablations/init.json):
+    mean ± standard deviation over the seeds of the xGQA-analogue accuracy ×100, and of the paired gap."""
+    import pandas as pd
+    path = Path(root) / "metrics/ablations/init.json"
+    d = _read_json(path)
+    cols = ["step", "bootstrap", "bootstrap sd", "scratch", "scratch sd", "gap", "gap sd", "min gap", "seeds",
+            "status"]
+    if d is None:
+        return pd.DataFrame([{"step": None, "status": "not run"}], columns=cols)
+    if not isinstance(d, dict):
+        raise ReportInputError(f"{path}: expected an object keyed by step budget (mblip.ablations.init_ablation)")
+    rows = []
+    for step, v in sorted(d.items(), key=lambda kv: int(kv[0])):
+        try:
+            rows.append({"step": int(step), "bootstrap": SCALE * v["bootstrap_mean"],
+                         "bootstrap sd": SCALE * v["bootstrap_std"], "scratch": SCALE * v["scratch_mean"],
+                         "scratch sd": SCALE * v["scratch_std"], "gap": SCALE * v["gap_mean"],
+                         "gap sd": SCALE * v["gap_std"], "min gap": SCALE * v["gap_min"],
+                         "seeds": len(v["seeds"]), "status": "ok"})
+        except (KeyError, TypeError) as e:
+            raise ReportInputError(f"{path}: budget {step!r} lacks {e} (as mblip.ablations.init_ablation writes)")
+    df = pd.DataFrame(rows, columns=cols)
+    num = [c for c in cols if c not in ("step", "seeds", "status")]
+    df[num] = df[num].astype(float).round(1)
+    return df
+
+
+def ablation_figure(df, path: Path) -> Path:
+    """Each variant's xGQA-analogue accuracy, non-English and English, with the base variant as a line."""
+    import seaborn as sns
+    ok = df[df["status"] == "ok"]
+    long = ok.melt(id_vars="variant", value_vars=["xGQA non-en", "xGQA en"], var_name="languages",
+                   value_name="accuracy ×100").dropna()
+    fig, axes = _figure(max(6.0, 0.8 * len(ok) + 2), 3.8)
+    ax = axes[0, 0]
+    sns.barplot(data=long, x="variant", y="accuracy ×100", hue="languages", ax=ax)
+    base = ok[ok["variant"] == "base"]
+    if len(base) and base["xGQA non-en"].notna().all():
+        ax.axhline(float(base["xGQA non-en"].iloc[0]), color="0.3", ls="--", lw=1, label="base, non-en")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
+    ax.set_title("Ablations: xGQA analogue (greedy), equal step budgets")
+    return _save(fig, path)
+
+
+def init_curves_figure(curves, path: Path) -> Path:
+    """xGQA-analogue accuracy (mean over languages) against re-alignment step, bootstrapped vs scratch Q-Former;
+    the band is ± one standard deviation over the seeds."""
+    import seaborn as sns
+    d = curves[curves["lang"] == "mean_all"].assign(accuracy=lambda x: SCALE * x["accuracy"])
+    fig, axes = _figure(5.5, 3.6)
+    ax = axes[0, 0]
+    sns.lineplot(data=d, x="step", y="accuracy", hue="init", errorbar="sd", marker="o", ax=ax)
+    ax.set_ylabel("xGQA analogue ×100 (mean of languages)")
+    ax.set_xlabel("re-alignment step")
+    ax.set_title(f"Bootstrapped vs scratch Q-Former ({d['seed'].nunique()} seeds)")
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------------------------- markdown
 def _cell(v) -> str:
     import math
@@ -694,6 +790,8 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         "standins": standins_table(root),
         "training": training_table(root, cfg),
         "translation": translation_table(root),
+        "ablations": ablation_table(root, cfg),
+        "ablation_init": ablation_init_table(root),
     }
     notes = {
         "iglue": ("IGLUE", f"{scale_note} avg = mean over the non-English languages listed in `avg_over`; "
@@ -708,13 +806,21 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
                      "world scenes, the xGQA columns on the benchmark's test scenes."),
         "training": ("Training stages", "From metrics/<stage>.json."),
         "translation": ("Translation quality per language", "From plots/translate_quality.csv (chrF 0–100, %)."),
+        "ablations": ("Ablations (one change each, equal re-alignment steps)",
+                      "xGQA-analogue exact match ×100, greedy, on `ablations.eval_limit` questions per language; "
+                      "non-en = mean of the non-English languages. One seed per variant: read differences of a few "
+                      "points against the seed spread in the next table."),
+        "ablation_init": ("Bootstrapped vs randomly initialised Q-Former",
+                          "Mean and standard deviation over seeds (`ablations.init_seeds`) of the xGQA-analogue "
+                          "exact match ×100 averaged over languages; gap = bootstrap − scratch, paired by seed."),
     }
     for name, df in tables.items():
         title, note = notes[name]
         files += _write_table(df, tdir, name, title, note)
     label = {"iglue": lambda r: f"{r['benchmark']} {r['setting']}", "hallucination": lambda r: r["benchmark"],
              "training": lambda r: f"training {r['stage']}", "xm3600": lambda r: "XM3600", "maxm": lambda r: "MaXM",
-             "standins": lambda r: "stand-ins", "translation": lambda r: "translation quality"}
+             "standins": lambda r: "stand-ins", "translation": lambda r: "translation quality",
+             "ablations": lambda r: f"ablation {r['variant']}", "ablation_init": lambda r: "ablation init curves"}
     not_run = [f"{label[name](r)}: {r['status']}"
                for name, df in tables.items() for _, r in df[df["status"] != "ok"].iterrows()]
 
@@ -783,6 +889,13 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         if missing:
             warnings.append(f"sample grid: {missing} image(s) not found under {images} (drawn as placeholders)")
 
+    # 8. ablations
+    if (tables["ablations"]["status"] == "ok").any():
+        figures["ablations"] = ablation_figure(tables["ablations"], fdir / "ablations.png")
+    curves = _read_csv(root / "plots/ablations/init_curves.csv", ["init", "seed", "step", "lang", "accuracy"])
+    if curves is not None and not curves.empty:
+        figures["ablation_init"] = init_curves_figure(curves, fdir / "ablation_init_curves.png")
+
     files += list(figures.values())
     summary = write_summary(out, tables, figures, not_run, cfg, root)
     files.append(summary)
@@ -807,7 +920,7 @@ def _standins_figure(long, path: Path) -> Path:
 
 
 # Figures the README shows inline; the others are linked.
-SUMMARY_FIGURES = ("per_language_xgqa", "xm3600", "learning_curves", "samples")
+SUMMARY_FIGURES = ("per_language_xgqa", "xm3600", "learning_curves", "ablations", "ablation_init", "samples")
 
 
 def _preset(cfg, root: Path) -> str:
@@ -848,8 +961,17 @@ def write_summary(out: Path, tables: dict, figures: dict, not_run: Sequence[str]
     if (st["status"] == "ok").any():
         lines += ["", "**Stand-ins vs the re-aligned model** (exact match ×100; the text-only LMs read the scene "
                   "description: a ceiling)", "", to_markdown(st.drop(columns=["status"]))]
+    ab = tables["ablations"]
+    if (ab["status"] == "ok").any():
+        lines += ["", "**Ablations** (xGQA analogue ×100, one change each, equal steps, one seed)", "",
+                  to_markdown(ab[ab["status"] == "ok"][["variant", "what changes", "xGQA avg", "Δ avg vs base",
+                                                        "xGQA non-en", "Δ non-en vs base", "xGQA en"]])]
+    ai = tables["ablation_init"]
+    if (ai["status"] == "ok").any():
+        lines += ["", "**Bootstrapped vs scratch Q-Former** (mean ± sd over seeds, ×100)", "",
+                  to_markdown(ai.drop(columns=["status"]))]
     if not_run:
-        lines += ["**Not run**: " + "; ".join(not_run) + "."]
+        lines += ["", "**Not run**: " + "; ".join(not_run) + "."]
     lines += ["", "Tables: " + ", ".join(f"[{n}]({rel}/tables/{n}.md)" for n in tables) + ".",
               "Figures: " + ", ".join(f"[{n.replace('_', ' ')}]({rel}/figures/{Path(p).name})"
                                       for n, p in figures.items()) + ".", ""]

@@ -6,7 +6,8 @@ Every record of the mix has the same schema (JSONL, one shard file per task, ``a
      "prompt": "Give a short answer in German to the following question. Welche Form hat die Figur?",
      "target": "Quadrat"}
 
-``image`` is relative to the data folder (``data/<source>/``). The paper's rules (protocol §6.3, §7), applied the
+``image`` is relative to the data folder (``data/<source>/``). `validate_jsonl` checks a file of such records
+line by line (the user's own data of `mblip.realign.finetune_own`). The paper's rules (protocol §6.3, §7), applied the
 same way to the demo world's English annotations and to the paper's English sources:
 
 * each task file gets its own language assignment (seeded shuffle + contiguous mC4 slices, `mblip.languages`);
@@ -31,10 +32,11 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from mblip import languages as L
 from mblip import templates as T
+from mblip.metrics import _base_language
 
 # LLaVA-detail-style instructions for the demo's detailed-description task (our wording).
 DESCRIBE_INSTRUCTIONS = (
@@ -65,6 +67,72 @@ def read_jsonl(path: Path) -> list[dict]:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+# The record schema of the mix (module doc), which is also what `mblip.realign.finetune_own` reads from a user's files.
+RECORD_KEYS: tuple[str, ...] = ("id", "image", "lang", "task", "prompt", "target")
+
+
+class RecordError(ValueError):
+    """A JSONL file that does not follow the record schema; the message names the file, the line and the key."""
+
+
+def resolve_image(image: str, roots: Sequence[Path]) -> Path | None:
+    """The file a record's ``image`` names: an absolute path as it is, a relative one under the first of ``roots``
+    that has it; None if there is no such file."""
+    p = Path(image)
+    if p.is_absolute():
+        return p if p.is_file() else None
+    return next((Path(r) / p for r in roots if (Path(r) / p).is_file()), None)
+
+
+def validate_jsonl(path: str | Path, image_roots: Sequence[Path] | None = None) -> list[dict]:
+    """Read a JSONL file of task-mix records ``{id, image, lang, task, prompt, target}`` (every value a non-empty
+    string; other keys are kept) and check every line before anything trains on it.
+
+    A blank line is skipped. Anything else that does not fit raises `RecordError` naming the file, the line number
+    and the key: a line that is not UTF-8 or not JSON, a JSON value that is not an object, a missing key, a value
+    that is not a non-empty string, a ``lang`` that is no ISO 639 code ("de", "zh-Hant"; not the country code "jp"),
+    and, with ``image_roots``, an image that is no file (see `resolve_image`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected JSONL records with keys {', '.join(RECORD_KEYS)})")
+    rows = []
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            where = f"{path}, line {i}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RecordError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise RecordError(f"{where}: expected a JSON object with keys {', '.join(RECORD_KEYS)}, "
+                                  f"got a {type(row).__name__}")
+            missing = [k for k in RECORD_KEYS if k not in row]
+            if missing:
+                raise RecordError(f"{where}: missing key{'s' if len(missing) > 1 else ''} "
+                                  f"{', '.join(repr(k) for k in missing)} (a record has {', '.join(RECORD_KEYS)})")
+            for k in RECORD_KEYS:
+                if not isinstance(row[k], str) or not row[k].strip():
+                    raise RecordError(f"{where}: key {k!r} must be a non-empty string, got {row[k]!r}")
+            try:
+                _base_language(row["lang"])
+            except ValueError as e:
+                raise RecordError(f"{where}: key 'lang': {e}") from None
+            if image_roots is not None and resolve_image(row["image"], image_roots) is None:
+                looked = "" if Path(row["image"]).is_absolute() else f" (looked under {', '.join(map(str, image_roots))})"
+                raise RecordError(f"{where}: key 'image': no file {row['image']!r}{looked}")
+            rows.append(row)
+    if not rows:
+        raise RecordError(f"{path}: no records (the file is empty)")
     return rows
 
 

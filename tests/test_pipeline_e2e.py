@@ -5,6 +5,7 @@ stage's notebook through papermill, a second `dvc repro` is a no-op, and a fresh
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,10 @@ SHRINK = {
     "realign": {"steps": 6, "ckpt_every": 3},
     "eval": {"limit": 4},
     "finetune": {"max_steps": 3},
+    "ablations": {"steps": 4, "eval_limit": 2, "init_seeds": [0, 1], "init_budgets": 2},
 }
+VARIANTS = ["base", "lora_none", "lora_qv", "lora_r32", "qformer_frozen", "no_warmup", "scratch", "english_only",
+            "captions_only"]
 
 
 def run(cmd, cwd, env):
@@ -67,7 +71,8 @@ def test_demo_pipeline_end_to_end(repo):
     first = run(["dvc", "repro"], dst, env)
     stages = ["fetch", "standins", "translate", "taskmix", "features", "warmup", "realign", "merge",
               "evaluate@xgqa", "evaluate@xvnli", "evaluate@marvl", "evaluate@xm3600",
-              "finetune@xgqa", "finetune@xvnli", "finetune@marvl", "report"]
+              "finetune@xgqa", "finetune@xvnli", "finetune@marvl",
+              *[f"ablate@{v}" for v in VARIANTS], "ablate_init", "report"]
     for stage in stages:
         assert f"Running stage '{stage}'" in first, stage
 
@@ -84,6 +89,16 @@ def test_demo_pipeline_end_to_end(repo):
     from transformers import Blip2ForConditionalGeneration
     Blip2ForConditionalGeneration.from_pretrained(dst / "models/merged")  # merge wrote a plain HF folder
     assert (dst / "results/tables/iglue.md").exists() and "<!-- results:start -->" in (dst / "README.md").read_text()
+    # every ablation variant trained for the shrunken budget and was scored; the report collected them
+    for v in VARIANTS:
+        m = json.loads((dst / f"metrics/ablations/{v}.json").read_text())
+        assert m["steps"] == 4 and set(m["xgqa"]) >= {"en", "de", "sw"}, v
+    assert json.loads((dst / "metrics/ablations/english_only.json").read_text())["examples"] > 0
+    init = json.loads((dst / "metrics/ablations/init.json").read_text())
+    assert sorted(init, key=int) == ["2", "4"] and init["4"]["seeds"] == [0, 1]
+    ablation_md = (dst / "results/tables/ablations.md").read_text()
+    assert all(v in ablation_md for v in VARIANTS) and "not run" not in ablation_md
+    assert (dst / "results/figures/ablations.png").exists() and (dst / "results/figures/ablation_init_curves.png").exists()
 
     # a second repro and a second fetch change nothing
     second = run(["dvc", "repro"], dst, env)
@@ -93,7 +108,8 @@ def test_demo_pipeline_end_to_end(repo):
     exp = run(["dvc", "exp", "run", "-S", "lora.rank=4"], dst, env)
     rerun = {s for s in stages if f"Running stage '{s}'" in exp}
     assert rerun == {"realign", "merge", "evaluate@xgqa", "evaluate@xvnli", "evaluate@marvl", "evaluate@xm3600",
-                     "finetune@xgqa", "finetune@xvnli", "finetune@marvl", "report"}, rerun
+                     "finetune@xgqa", "finetune@xvnli", "finetune@marvl", *[f"ablate@{v}" for v in VARIANTS],
+                     "ablate_init", "report"}, rerun
     assert "up to date" in run([sys.executable, "-m", "mblip", "fetch"], dst, env)
     assert "up to date" in run(["dvc", "status"], dst, env).lower()
 
@@ -120,3 +136,40 @@ def test_remote_round_trip_push_clone_pull_is_a_no_op(repo, tmp_path):
     assert (clone / "models/realign/final/trainable.safetensors").exists()
     assert "up to date" in run(["dvc", "status"], clone, env).lower()
     assert "Running stage" not in run(["dvc", "repro"], clone, env)
+
+
+def test_user_notebooks_run_on_the_pipelines_models(repo, tmp_path):
+    """The notebooks for users, not stages: `tour` captions a held-out scene and answers the default question in
+    German; `finetune_own` writes its example files, fine-tunes on them and scores before and after (≈ 25 s)."""
+    import nbformat
+    import papermill
+
+    dst, _ = repo
+    if not (dst / "models/merged/config.json").exists():
+        pytest.skip("needs the pipeline run of test_demo_pipeline_end_to_end")
+
+    def execute(name, **params):
+        out = tmp_path / f"{name}.ipynb"
+        papermill.execute_notebook(str(dst / f"notebooks/{name}.ipynb"), str(out), kernel_name="python3",
+                                   parameters={"params_path": "params.yaml", **params}, cwd=str(dst),
+                                   progress_bar=False)
+        nb = nbformat.read(out, as_version=4)
+        return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                       if o.output_type == "stream")
+
+    text = execute("tour", language="de")
+    caption = re.search(r"^caption \[de\]: (.*)$", text, re.M)
+    assert caption and caption.group(1).strip(), text[-3000:]
+    assert "question [de]: Wie viele Figuren gibt es?" in text and re.search(r"^answer: ", text, re.M)
+
+    text = execute("finetune_own", steps=2)
+    own = dst / "models/own"
+    summary = json.loads((own / "scores.json").read_text())
+    assert summary["steps"] == 2 and summary["train_examples"] > 0
+    for when in ("before", "after"):
+        scores = summary["scores"][when]
+        assert set(scores) >= {"en", "de", "sw", "all"}, scores
+        assert 0 <= scores["all"]["exact_match"] <= 1 and 0 <= scores["all"]["token_f1"] <= 1
+    assert re.search(r"exact match after fine-tuning: \d\.\d{3} \(before: \d\.\d{3}\)", text), text[-3000:]
+    assert (own / "final/trainable.safetensors").exists() and (own / "step-00000002/optimizer.pt").exists()
+    assert (own / "example/train.jsonl").exists() and (own / "predictions.jsonl").exists()

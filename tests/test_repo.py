@@ -44,7 +44,7 @@ def test_notebooks_are_clean_paired_and_take_only_params_path():
             f"{p.name} and {p.with_suffix('.py').name} differ: run `jupytext --sync {p.with_suffix('.py')}`"
         params = papermill.inspect_notebook(str(p))
         # only selectors go through papermill; the notebook reads everything else from params.yaml
-        assert set(params) <= {"params_path", "bench", "task"}, f"{p.name}: {set(params)}"
+        assert set(params) <= {"params_path", "bench", "task", "variant"}, f"{p.name}: {set(params)}"
 
 
 def test_dvc_stages_run_their_notebook_and_track_the_sections_they_read():
