@@ -414,6 +414,27 @@ def translation_table(root: Path):
     return wide
 
 
+def resources_table(root: Path):
+    """Wall time, CPU time and peak memory of every measured stage run (metrics/resources/<notebook>.json, written by
+    `mblip.measure` around each notebook stage), in pipeline order, with the total."""
+    import pandas as pd
+    cols = ["stage", "wall s", "CPU s", "peak RSS MiB", "status"]
+    files = sorted((Path(root) / "metrics/resources").glob("*.json"))
+    rows = []
+    for path in files:
+        d = _read_json(path)
+        if not isinstance(d, dict) or not all(_is_num(d.get(k)) for k in ("wall_s", "cpu_s", "peak_rss_mb")):
+            raise ReportInputError(f"{path}: expected wall_s, cpu_s and peak_rss_mb numbers (as mblip.measure writes)")
+        rows.append({"stage": path.stem, "wall s": d["wall_s"], "CPU s": d["cpu_s"], "peak RSS MiB": d["peak_rss_mb"],
+                     "status": "ok" if d.get("exit_code", 0) == 0 else f"failed (exit {d['exit_code']})"})
+    if not rows:
+        return pd.DataFrame([{"stage": "", "status": "not run"}], columns=cols)
+    rows.append({"stage": "total", "wall s": round(sum(r["wall s"] for r in rows), 1),
+                 "CPU s": round(sum(r["CPU s"] for r in rows), 1),
+                 "peak RSS MiB": max(r["peak RSS MiB"] for r in rows), "status": "ok"})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def ablation_table(root: Path, cfg=None):
     """One row per ablation variant (metrics/ablations/<variant>.json): xGQA-analogue accuracy ×100 (all languages,
     non-English, English), the change against the `base` variant, final training loss and time."""
@@ -792,6 +813,7 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         "translation": translation_table(root),
         "ablations": ablation_table(root, cfg),
         "ablation_init": ablation_init_table(root),
+        "resources": resources_table(root),
     }
     notes = {
         "iglue": ("IGLUE", f"{scale_note} avg = mean over the non-English languages listed in `avg_over`; "
@@ -813,6 +835,10 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         "ablation_init": ("Bootstrapped vs randomly initialised Q-Former",
                           "Mean and standard deviation over seeds (`ablations.init_seeds`) of the xGQA-analogue "
                           "exact match ×100 averaged over languages; gap = bootstrap − scratch, paired by seed."),
+        "resources": ("Runtime and peak memory per stage",
+                      "From metrics/resources/ (mblip.measure around each notebook stage, in its last run): wall "
+                      "and CPU seconds, peak resident memory of the largest process (the notebook's kernel). The "
+                      "report stage is not measured. Total peak = the largest stage's."),
     }
     for name, df in tables.items():
         title, note = notes[name]
@@ -820,7 +846,8 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
     label = {"iglue": lambda r: f"{r['benchmark']} {r['setting']}", "hallucination": lambda r: r["benchmark"],
              "training": lambda r: f"training {r['stage']}", "xm3600": lambda r: "XM3600", "maxm": lambda r: "MaXM",
              "standins": lambda r: "stand-ins", "translation": lambda r: "translation quality",
-             "ablations": lambda r: f"ablation {r['variant']}", "ablation_init": lambda r: "ablation init curves"}
+             "ablations": lambda r: f"ablation {r['variant']}", "ablation_init": lambda r: "ablation init curves",
+             "resources": lambda r: "runtime table"}
     not_run = [f"{label[name](r)}: {r['status']}"
                for name, df in tables.items() for _, r in df[df["status"] != "ok"].iterrows()]
 
@@ -970,6 +997,12 @@ def write_summary(out: Path, tables: dict, figures: dict, not_run: Sequence[str]
     if (ai["status"] == "ok").any():
         lines += ["", "**Bootstrapped vs scratch Q-Former** (mean ± sd over seeds, ×100)", "",
                   to_markdown(ai.drop(columns=["status"]))]
+    rs = tables["resources"]
+    if (rs["status"] == "ok").any():
+        total = rs[rs["stage"] == "total"].iloc[0]
+        lines += ["", f"**Runtime**: {_cell(total['wall s'])} s wall, {_cell(total['CPU s'])} s CPU over "
+                  f"{len(rs) - 1} stage runs; peak memory {_cell(total['peak RSS MiB'])} MiB "
+                  f"([per stage]({rel}/tables/resources.md)); the report stage is not counted."]
     if not_run:
         lines += ["", "**Not run**: " + "; ".join(not_run) + "."]
     lines += ["", "Tables: " + ", ".join(f"[{n}]({rel}/tables/{n}.md)" for n in tables) + ".",

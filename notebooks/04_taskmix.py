@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python (mblip)
 #     language: python
@@ -26,7 +31,9 @@ from mblip import config, stages
 
 cfg = config.load(params_path)
 result = stages.taskmix(cfg)
-print(f"{len(result['records'])} training examples, {result['val']} validation examples")
+print(f"{result['total']} training examples, {result['val']} validation examples")
+if result.get("val_note"):
+    print(result["val_note"])
 
 # %% [markdown]
 # Examples per task and language.
@@ -36,7 +43,7 @@ counts = pd.DataFrame(result["counts"]).fillna(0).astype(int)
 counts
 
 # %% [markdown]
-# A few records.
+# A few records (with `taskmix.released`, from a sample of the converted file).
 
 # %%
 pd.DataFrame(result["records"][::max(1, len(result["records"]) // 10)])[["lang", "task", "prompt", "target"]]

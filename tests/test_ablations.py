@@ -108,3 +108,36 @@ def test_malformed_ablation_metrics_are_named(tmp_path):
     _write(tmp_path / "metrics/ablations/init.json", {"100": {"bootstrap_mean": 0.5}})
     with pytest.raises(R.ReportInputError, match="budget '100' lacks"):
         R.ablation_init_table(tmp_path)
+
+
+def test_measure_records_the_process_tree_and_passes_the_exit_code(tmp_path, monkeypatch):
+    import sys
+    from mblip import measure
+    monkeypatch.setenv("MBLIP_RESOURCES_DIR", str(tmp_path / "res"))
+    # a grandchild allocating ~120 MiB: its peak is what the record shows, not the wrapper's
+    code = ("import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c', "
+            "'import numpy as np; a = np.ones(15_000_000); a += 1']) + 3)")
+    rc = measure.main([sys.executable, "-c", code, "runs/09_evaluate_xgqa.ipynb"])
+    assert rc == 3
+    rec = json.loads((tmp_path / "res/09_evaluate_xgqa.json").read_text())
+    assert rec["exit_code"] == 3 and rec["peak_rss_mb"] > 114 and rec["wall_s"] > 0
+    df = R.resources_table(_tree_with(tmp_path, rec))
+    assert list(df["stage"]) == ["09_evaluate_xgqa", "total"] and df.iloc[0]["status"] == "failed (exit 3)"
+    with pytest.raises(SystemExit, match="no notebook"):
+        measure.stage_name(["python", "-c", "pass"])
+
+
+def _tree_with(tmp_path, rec):
+    root = tmp_path / "repo"
+    _write(root / "metrics/resources/09_evaluate_xgqa.json", rec)
+    return root
+
+
+def test_resources_table_sums_wall_and_cpu_and_takes_the_largest_peak(tmp_path):
+    _write(tmp_path / "metrics/resources/01_fetch.json", {"wall_s": 4.0, "cpu_s": 3.5, "peak_rss_mb": 300.0})
+    _write(tmp_path / "metrics/resources/07_realign.json", {"wall_s": 100.5, "cpu_s": 98.0, "peak_rss_mb": 1200.0})
+    df = R.resources_table(tmp_path).set_index("stage")
+    assert (df.loc["total", "wall s"], df.loc["total", "CPU s"], df.loc["total", "peak RSS MiB"]) == (104.5, 101.5, 1200.0)
+    _write(tmp_path / "metrics/resources/08_merge.json", {"wall_s": "fast"})
+    with pytest.raises(R.ReportInputError, match="08_merge.json: expected wall_s"):
+        R.resources_table(tmp_path)

@@ -99,6 +99,11 @@ def test_demo_pipeline_end_to_end(repo):
     ablation_md = (dst / "results/tables/ablations.md").read_text()
     assert all(v in ablation_md for v in VARIANTS) and "not run" not in ablation_md
     assert (dst / "results/figures/ablations.png").exists() and (dst / "results/figures/ablation_init_curves.png").exists()
+    # every notebook stage but the report recorded its cost; the report tabulates them
+    measured = {p.stem for p in (dst / "metrics/resources").glob("*.json")}
+    assert measured == {Path(s).stem for s in (dst / "runs").glob("*.ipynb")} - {"11_report"}, measured
+    assert json.loads((dst / "metrics/resources/07_realign.json").read_text())["peak_rss_mb"] > 100
+    assert "total" in (dst / "results/tables/resources.md").read_text()
 
     # a second repro and a second fetch change nothing
     second = run(["dvc", "repro"], dst, env)

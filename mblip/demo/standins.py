@@ -847,7 +847,11 @@ def parallel_text(texts: WorldText, langs: Sequence[str]) -> list[dict[str, str]
 def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], unigram, *,
                langs: Sequence[str] = LANGUAGES, d_model: int = 128, num_layers: int = 2, steps: int = 300,
                batch_size: int = 64, lr: float = LR["nllb"], n_eval: int = 40, seed: int = 0) -> dict:
-    """The demo's NLLB: an M2M100 translating English into the other languages, used the NLLB way.
+    """The demo's NLLB: an M2M100 translating between English and the other languages, used the NLLB way.
+
+    Both directions, as the real NLLB: English -> x makes the training data, x -> English is what the translate
+    stage's back-translation checks use (the VQA answer rule keeps an answer's translation only when it translates
+    back to the English answer; the quality report's round-trip chrF).
 
     The tokenizer puts the source-language code first (`tokenizer.src_lang = "eng_Latn"`); generation is forced to
     start with the target code (`forced_bos_token_id=tokenizer.convert_tokens_to_ids("deu_Latn")`). Trained briefly,
@@ -860,7 +864,8 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
     d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 4 heads, FFN 2 d_model).
     steps, batch_size, lr: training schedule; seed: init and example order.
     n_eval: held-out scenes; up to 100 of their captions and questions are translated for the metrics.
-    Returns per target language: sentence accuracy (exact match with the realiser) and character similarity.
+    Returns per target language: sentence accuracy (exact match with the realiser) and character similarity, both
+    for English -> x and (``*_to_en``) for x -> English.
     """
     from transformers import M2M100Config, M2M100ForConditionalGeneration
 
@@ -894,9 +899,19 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
 
     per_source = len(targets)
 
+    def to_english(sources: list[str], src_langs: list[str], english: list[str] | None = None) -> dict:
+        # NLLB's source layout, one source language per row: [src code] text </s>
+        ids = _encode(tok, sources, add_special_tokens=False)
+        rows_ = [[tok.convert_tokens_to_ids(codes[c])] + t + [tok.eos_token_id] for c, t in zip(src_langs, ids)]
+        batch = {"input_ids": _pad(rows_, tok.pad_token_id), "attention_mask": _pad([[1] * len(r) for r in rows_], 0)}
+        if english is not None:
+            batch["labels"] = _pad([[tok.convert_tokens_to_ids(codes["en"])] + t + [tok.eos_token_id]
+                                    for t in _encode(tok, english, add_special_tokens=False)], -100)
+        return batch
+
     def step_loss(step: int) -> torch.Tensor:
-        # each source sentence goes to every target language: the encoder runs once per source, and only the
-        # language token tells the decoder what to do with the same source, which is what it has to learn
+        # English -> x: each source sentence goes to every target language; the encoder runs once per source, and
+        # only the language token tells the decoder what to do with the same source, which is what it has to learn
         sources = [rng.choice(rows) for _ in range(max(1, batch_size // per_source))]
         batch = batch_for([r["en"] for r in sources], [c for _ in sources for c in targets],
                           [r[c] for r in sources for c in targets])
@@ -905,7 +920,11 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
         mask = batch["attention_mask"].repeat_interleave(per_source, 0)
         out = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask,
                     labels=batch["labels"])
-        return example_loss(out.logits, batch["labels"])
+        forward = example_loss(out.logits, batch["labels"])
+        # x -> English: half as many rows, each from a random target language back into English
+        back = [(rng.choice(rows), rng.choice(targets)) for _ in range(max(1, batch_size // 2))]
+        batch = to_english([r[c] for r, c in back], [c for _, c in back], [r["en"] for r, _ in back])
+        return forward + example_loss(model(**batch).logits, batch["labels"])
 
     losses = _fit(list(model.parameters()), step_loss, steps=steps, lr=lr, warmup=30, desc="nllb")
 
@@ -921,6 +940,12 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
         sentence_acc[c] = round(float(np.mean([p == r[c] for p, r in zip(preds, pairs)])), 4)
         char_sim[c] = round(float(np.mean([difflib.SequenceMatcher(None, p, r[c]).ratio()
                                            for p, r in zip(preds, pairs)])), 4)
+        english = tok.convert_tokens_to_ids(codes["en"])
+        batches = [to_english([r[c] for r in chunk], [c] * len(chunk)) for chunk in _chunks(pairs, 200)]
+        preds = _generate(model, batches, tok, 48, forced_bos_token_id=english)
+        sentence_acc[f"{c}_to_en"] = round(float(np.mean([p == r["en"] for p, r in zip(preds, pairs)])), 4)
+        char_sim[f"{c}_to_en"] = round(float(np.mean([difflib.SequenceMatcher(None, p, r["en"]).ratio()
+                                                      for p, r in zip(preds, pairs)])), 4)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return {"sentence_acc": sentence_acc, "char_similarity": char_sim, "n_sentences": len(pairs),
