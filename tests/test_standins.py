@@ -129,6 +129,9 @@ def test_nllb_is_used_the_nllb_way(standin_dir):
     codes = [languages.get(c).nllb for c in LANGUAGES]
     assert all(tok.convert_tokens_to_ids(c) != tok.unk_token_id for c in codes)
     enc = tok(["A red circle on the left."], return_tensors="pt")
+    # reloaded from disk it still has its trained pieces (a non-BPE model would come back as single characters)
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    assert "▁red" in pieces and len(pieces) < 12, pieces
     assert enc["input_ids"][0, 0] == tok.convert_tokens_to_ids("eng_Latn")  # source = [src_lang] ... </s>
     assert enc["input_ids"][0, -1] == tok.eos_token_id
     for code in ("deu_Latn", "zho_Hant", "arb_Arab"):

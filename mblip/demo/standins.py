@@ -252,13 +252,27 @@ def bloom_tokenizer(texts: Sequence[str], vocab_size: int):
                                    pad_token="<pad>", additional_special_tokens=[IMAGE_TOKEN], padding_side="left")
 
 
-def nllb_tokenizer(unigram, codes: Sequence[str]):
-    """NLLB tokenizer over trained Unigram pieces: <s>=0 <pad>=1 </s>=2 <unk>=3, the language codes, <mask>.
-    As NLLB: source = [src_lang] tokens </s>; generation is forced to start with the target code."""
+def nllb_tokenizer(texts: Sequence[str], codes: Sequence[str], vocab_size: int):
+    """NLLB tokenizer trained on `texts`: Metaspace + BPE (NLLB's SentencePiece model is BPE), <s>=0 <pad>=1
+    </s>=2 <unk>=3, the language codes, <mask>. As NLLB: source = [src_lang] tokens </s>; generation is forced to
+    start with the target code.
+
+    Built through ``NllbTokenizer(vocab=..., merges=...)``, the constructor ``from_pretrained`` calls: transformers 5
+    rebuilds an NLLB tokenizer from the vocabulary and merges of tokenizer.json as BPE, so a tokenizer of any other
+    model type (Unigram) would come back from disk splitting every word into characters.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import NllbTokenizer
 
-    tok = _respecial(unigram, [*NLLB_SPECIALS, *codes, "<mask>"])
-    return NllbTokenizer(tokenizer_object=tok, extra_special_tokens=list(codes), src_lang=codes[0])
+    specials = [*NLLB_SPECIALS, *codes, "<mask>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    alphabet = sorted(set(string.ascii_letters + string.digits + string.punctuation) | {ch for t in texts for ch in t})
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                       initial_alphabet=alphabet), length=len(texts))
+    spec = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
+    return NllbTokenizer(vocab=spec["vocab"], merges=merges, extra_special_tokens=list(codes), src_lang=codes[0])
 
 
 def world_texts(texts: WorldText, langs: Sequence[str], limit: int | None = None) -> list[str]:
@@ -844,8 +858,9 @@ def parallel_text(texts: WorldText, langs: Sequence[str]) -> list[dict[str, str]
     return [{c: row[c] for c in langs} for row in unique.values()]
 
 
-def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], unigram, *,
-               langs: Sequence[str] = LANGUAGES, d_model: int = 128, num_layers: int = 2, steps: int = 300,
+def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], corpus: Sequence[str], *,
+               langs: Sequence[str] = LANGUAGES, d_model: int = 128, num_layers: int = 2, steps: int = 900,
+               vocab_size: int = 2500,
                batch_size: int = 64, lr: float = LR["nllb"], n_eval: int = 40, seed: int = 0) -> dict:
     """The demo's NLLB: an M2M100 translating between English and the other languages, used the NLLB way.
 
@@ -859,7 +874,7 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
 
     out_dir: folder for M2M100ForConditionalGeneration + NllbTokenizer.
     texts: the train scenes' text in `langs` (`WorldText`); val_scenes: held-out scenes for the metrics.
-    unigram: trained multilingual Unigram pieces (a `tokenizers.Tokenizer`); the NLLB layout is built around them.
+    corpus: multilingual text its BPE tokenizer is trained on (`world_texts`), `vocab_size` pieces at most.
     langs: English first, then the target languages (codes from `mblip.languages`).
     d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 4 heads, FFN 2 d_model).
     steps, batch_size, lr: training schedule; seed: init and example order.
@@ -873,7 +888,7 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
         raise ValueError(f"train_nllb translates from English: langs must start with 'en', got {list(langs)}")
     torch.manual_seed(seed)
     codes = {c: language_table.get(c).nllb for c in langs}
-    tok = nllb_tokenizer(unigram, list(codes.values()))
+    tok = nllb_tokenizer(corpus, list(codes.values()), vocab_size)
     tok.src_lang = codes["en"]
     cfg = M2M100Config(vocab_size=len(tok), d_model=d_model, encoder_layers=num_layers, decoder_layers=num_layers,
                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=2 * d_model,
@@ -883,8 +898,14 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
                        decoder_start_token_id=tok.eos_token_id)  # NLLB: decoder starts at </s>, then the language
     model = M2M100ForConditionalGeneration(cfg)
     rows = parallel_text(texts, langs)
+    # answers and class names (one or two words) are a few dozen of the ~15k sentences, yet the translate stage
+    # translates and back-translates exactly them (the VQA answer rule): draw them a quarter of the time
+    short = [r for r in rows if len(r["en"].split()) <= 2]
     targets = list(langs[1:])
     rng = random.Random(seed)
+
+    def pick():
+        return rng.choice(short if short and rng.random() < 0.25 else rows)
 
     def batch_for(sources: list[str], lang: list[str], target_texts: list[str] | None = None) -> dict:
         enc = tok(sources, padding=True, return_tensors="pt")
@@ -912,7 +933,7 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
     def step_loss(step: int) -> torch.Tensor:
         # English -> x: each source sentence goes to every target language; the encoder runs once per source, and
         # only the language token tells the decoder what to do with the same source, which is what it has to learn
-        sources = [rng.choice(rows) for _ in range(max(1, batch_size // per_source))]
+        sources = [pick() for _ in range(max(1, batch_size // per_source))]
         batch = batch_for([r["en"] for r in sources], [c for _ in sources for c in targets],
                           [r[c] for r in sources for c in targets])
         encoded = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -922,7 +943,7 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
                     labels=batch["labels"])
         forward = example_loss(out.logits, batch["labels"])
         # x -> English: half as many rows, each from a random target language back into English
-        back = [(rng.choice(rows), rng.choice(targets)) for _ in range(max(1, batch_size // 2))]
+        back = [(pick(), rng.choice(targets)) for _ in range(max(1, batch_size // 2))]
         batch = to_english([r[c] for r, c in back], [c for _, c in back], [r["en"] for r, _ in back])
         return forward + example_loss(model(**batch).logits, batch["labels"])
 
@@ -959,7 +980,7 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
 def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, image_size: int = 64,
               max_objects: int = 3, langs: Sequence[str] = LANGUAGES, seed: int = 42, vit_steps: int = 900,
               lm_steps: int = 350, blip2_steps: int = 300, mt0_steps: int = 400, bloomz_steps: int = 200,
-              nllb_steps: int = 300, batch_size: int = 64, vit_hidden: int = 64, d_model: int = 128,
+              nllb_steps: int = 900, batch_size: int = 64, vit_hidden: int = 64, d_model: int = 128,
               en_vocab: int = 800, multi_vocab: int = 2500, tokenizer_corpus: int = 6000, n_eval: int = 30,
               lr_scale: float = 1.0, only: Sequence[str] | None = None) -> dict:
     """Train every stand-in into `out_dir` (layout in the module docstring) and write `metrics.json`.
@@ -1031,7 +1052,7 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
     if multi:
         t0 = time.perf_counter()
         corpus = world_texts(texts, langs, limit=tokenizer_corpus)
-        unigram = _unigram(corpus, multi_vocab, T5_SPECIALS) if {"mt0", "nllb"} & set(multi) else None
+        unigram = _unigram(corpus, multi_vocab, T5_SPECIALS) if "mt0" in multi else None
         tokenizer_seconds = time.perf_counter() - t0
     if "mt0" in todo:
         t0 = time.perf_counter()
@@ -1046,7 +1067,8 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
         done("bloomz", t0, m, _per_lang_line(m))
     if "nllb" in todo:
         t0 = time.perf_counter()
-        m = train_nllb(path["nllb"], texts, val_scenes, unigram, langs=langs, d_model=d_model, steps=nllb_steps,
+        m = train_nllb(path["nllb"], texts, val_scenes, corpus, langs=langs, d_model=d_model, steps=nllb_steps,
+                       vocab_size=multi_vocab,
                        batch_size=batch_size, lr=LR["nllb"] * lr_scale, n_eval=n_eval, seed=seed)
         done("nllb", t0, m, "sentence acc " + " ".join(f"{c} {v:.2f}" for c, v in m["sentence_acc"].items()))
     bar.close()
