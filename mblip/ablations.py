@@ -68,8 +68,7 @@ def _examples(cfg: Config, feats) -> list[dict]:
 
     plan = stages.plan_mix(cfg)
     records = plan.build(plan.english, plan.assigned, english, {}, cfg.seed)
-    return [{"image_embeds": feats(r["image"]), "prompt": r["prompt"], "target": r["target"], "lang": r["lang"],
-             "task": r["task"]} for r in records]
+    return [R.as_example(r, feats) for r in records]
 
 
 def run_variant(cfg: Config, name: str) -> dict:
@@ -132,11 +131,8 @@ def init_ablation(cfg: Config, seeds: Sequence[int] | None = None, steps: int | 
     budgets = sorted(budgets or [steps * k // a.init_budgets for k in range(1, a.init_budgets + 1)])
     feats = R.Features(root)
     examples = R.mix_examples(root, feats, "train")
-    tmp = tempfile.TemporaryDirectory()  # checkpoints only live until they are scored
-    try:
-        rows = _init_curves(cfg, examples, feats, seeds, steps, budgets, limit, Path(tmp.name))
-    finally:
-        tmp.cleanup()
+    with tempfile.TemporaryDirectory() as tmp:  # checkpoints only live until they are scored
+        rows = _init_curves(cfg, examples, feats, seeds, steps, budgets, limit, Path(tmp))
     summary = {}
     for budget in budgets:
         per = {init: [r["accuracy"] for r in rows if r["init"] == init and r["step"] == budget and r["lang"] == "mean_all"]

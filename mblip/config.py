@@ -95,6 +95,13 @@ class Models:
 STANDINS = ("vit", "flan_t5", "blip2", "mt0", "bloomz", "nllb")
 
 
+def _known(where: str, values, allowed: list, noun: str = "") -> None:
+    """Raise a ConfigError naming the values (or dict keys) of `where` that are not in `allowed`."""
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ConfigError(f"{where}: unknown {noun}{bad}; allowed: {allowed}")
+
+
 @dataclass
 class Standins:
     """The demo's pretrained parts, trained by the `standins` stage (mblip/demo/standins.py)."""
@@ -105,9 +112,7 @@ class Standins:
     n_eval: int = doc("Held-out scenes each stand-in is scored on.", 60)
 
     def check(self, key):
-        bad = [k for k in self.steps if k not in STANDINS]
-        if bad:
-            raise ConfigError(f"{key}.steps: unknown stand-in(s) {bad}; allowed: {list(STANDINS)}")
+        _known(f"{key}.steps", self.steps, list(STANDINS), "stand-in(s) ")
         if any(v < 1 for v in self.steps.values()) or self.d_model < 8 or self.vit_hidden < 8:
             raise ConfigError(f"{key}: steps must be positive and d_model/vit_hidden >= 8")
 
@@ -184,9 +189,7 @@ class Taskmix:
                         "authors made them). Empty = build the mix from the English sources.", "")
 
     def check(self, key):
-        bad = [t for t in self.tasks if t not in TASKS]
-        if bad:
-            raise ConfigError(f"{key}.tasks: unknown task(s) {bad}; allowed: {list(TASKS)}")
+        _known(f"{key}.tasks", self.tasks, list(TASKS), "task(s) ")
         if not self.tasks:
             raise ConfigError(f"{key}.tasks must list at least one task; allowed: {list(TASKS)}")
         if self.released and not self.translated:
@@ -206,9 +209,7 @@ class Eval:
 
     def check(self, key):
         from mblip.evaluate import BENCHMARKS
-        bad = [b for b in self.benchmarks if b not in BENCHMARKS]
-        if bad:
-            raise ConfigError(f"{key}.benchmarks: unknown {bad}; allowed: {sorted(BENCHMARKS)}")
+        _known(f"{key}.benchmarks", self.benchmarks, sorted(BENCHMARKS))
         if self.batch_size < 1 or (self.limit is not None and self.limit < 1) or (self.num_beams is not None and self.num_beams < 1):
             raise ConfigError(f"{key}: batch_size, limit and num_beams must be positive integers")
 
@@ -232,9 +233,7 @@ class Finetune:
     ckpt_every: int = doc("Resumable checkpoint interval (steps).", 1000)
 
     def check(self, key):
-        bad = [t for t in self.tasks if t not in FINETUNE_TASKS]
-        if bad:
-            raise ConfigError(f"{key}.tasks: unknown {bad}; allowed: {list(FINETUNE_TASKS)}")
+        _known(f"{key}.tasks", self.tasks, list(FINETUNE_TASKS))
         for name in ("lr", "epochs", "batch_size"):
             missing = [t for t in self.tasks if t not in getattr(self, name)]
             if missing:
@@ -262,9 +261,7 @@ class Ablations:
     init_budgets: int = doc("Points on each bootstrap-vs-scratch curve (evenly spaced up to steps).", 4)
 
     def check(self, key):
-        bad = [v for v in self.variants if v not in ABLATIONS]
-        if bad:
-            raise ConfigError(f"{key}.variants: unknown {bad}; allowed: {list(ABLATIONS)}")
+        _known(f"{key}.variants", self.variants, list(ABLATIONS))
         if self.steps < 1 or self.eval_limit < 1 or self.init_budgets < 1 or not self.init_seeds:
             raise ConfigError(f"{key}: steps, eval_limit and init_budgets must be positive and init_seeds non-empty")
         if self.steps % self.init_budgets:

@@ -128,6 +128,12 @@ class Features:
 
 
 # ------------------------------------------------------------------------------------------------ data
+def as_example(record: dict, feats: Features) -> dict:
+    """A task-mix record ``{id, image, lang, task, prompt, target}`` as a training example with its cached features."""
+    return {"image_embeds": feats(record["image"]), "prompt": record["prompt"], "target": record["target"],
+            "lang": record["lang"], "task": record["task"]}
+
+
 def mix_examples(root: Path, feats: Features, split: str = "train", tasks: Sequence[str] | None = None) -> list[dict]:
     """Task-mix records (``artifacts/taskmix/<split>/``) as training examples with their cached features."""
     folder = root / "artifacts/taskmix" / split
@@ -139,10 +145,7 @@ def mix_examples(root: Path, feats: Features, split: str = "train", tasks: Seque
         if tasks is not None and f.stem not in tasks:
             continue
         with open(f, encoding="utf-8") as fh:
-            for line in fh:
-                r = json.loads(line)
-                out.append({"image_embeds": feats(r["image"]), "prompt": r["prompt"], "target": r["target"],
-                            "lang": r["lang"], "task": r["task"]})
+            out += [as_example(json.loads(line), feats) for line in fh]
     return out
 
 
