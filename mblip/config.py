@@ -107,14 +107,15 @@ class Standins:
     """The demo's pretrained parts, trained by the `standins` stage (mblip/demo/standins.py)."""
     train: bool = doc("Train the stand-ins (demo); false = models.* are hub ids and the stage only records them.", False)
     steps: dict[str, int] = doc(f"Optimizer steps per stand-in, overriding the defaults; keys from {STANDINS}.", factory=dict)
-    d_model: int = doc("Width of every stand-in LM (equal widths let realign reuse BLIP-2's projection).", 128)
+    d_model: int = doc("Width of every stand-in LM (equal widths let realign reuse BLIP-2's projection).", 64)
+    text_scenes: int | None = doc("Train-split scenes whose text the stand-in LMs learn from (no images); null = 3 x world.n_train.", None)
     vit_hidden: int = doc("Width of the stand-in ViT.", 64)
     n_eval: int = doc("Held-out scenes each stand-in is scored on.", 60)
 
     def check(self, key):
         _known(f"{key}.steps", self.steps, list(STANDINS), "stand-in(s) ")
-        if any(v < 1 for v in self.steps.values()) or self.d_model < 8 or self.vit_hidden < 8:
-            raise ConfigError(f"{key}: steps must be positive and d_model/vit_hidden >= 8")
+        if any(v < 1 for v in self.steps.values()) or self.d_model < 8 or self.vit_hidden < 8 or (self.text_scenes or 1) < 1:
+            raise ConfigError(f"{key}: steps and text_scenes must be positive and d_model/vit_hidden >= 8")
 
 
 @dataclass

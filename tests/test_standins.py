@@ -11,7 +11,7 @@ from mblip.demo.world import Obj, Scene, make_scenes, render
 
 # Shrunken sizes: the whole pipeline of stand-ins in seconds.
 TINY = dict(n_train=150, n_val=20, seed=3, vit_steps=40, lm_steps=150, blip2_steps=20, mt0_steps=150,
-            bloomz_steps=100, nllb_steps=80, batch_size=16, vit_hidden=32, d_model=32, multi_vocab=1500,
+            bloomz_steps=100, nllb_steps=80, batch_size=16, vit_hidden=32, d_model=32, nllb_d_model=32, multi_vocab=1500,
             tokenizer_corpus=1500, n_eval=4, lr_scale=4.0)
 
 
@@ -190,3 +190,36 @@ def test_bad_arguments_say_what_to_fix(tmp_path):
     texts = standins.WorldText(make_scenes(3, "train", 0), 0, ["en"])
     with pytest.raises(ValueError, match="not in \\['de'\\]"):
         standins.TaskSampler(texts, ["en", "de"])
+
+
+def test_local_heads_start_on_their_neighbour():
+    """Each of the first encoder heads of a fresh T5 stand-in puts most of its attention on its own offset."""
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = MT5Config(vocab_size=50, d_model=32, d_kv=4, d_ff=64, num_layers=2, num_decoder_layers=1,
+                    num_heads=standins.T5_HEADS, dropout_rate=0.0, decoder_start_token_id=0)
+    cfg._attn_implementation = "eager"  # attention weights are only returned by the eager path
+    model = MT5ForConditionalGeneration(cfg)
+    standins._local_heads(model)
+    ids = torch.randint(3, 50, (1, 12))
+    attn = model.get_encoder()(input_ids=ids, output_attentions=True).attentions[0][0]  # (heads, query, key)
+    q = torch.arange(4, 8)  # queries with neighbours 3 tokens away on both sides
+    for head, offset in enumerate(standins.LOCAL_OFFSETS):
+        on_target = attn[head, q, q + offset]
+        assert (on_target > 0.5).all(), (head, offset, on_target)
+    # the remaining heads start position-blind (the biases stay trainable)
+    assert model.get_encoder().block[0].layer[0].SelfAttention.relative_attention_bias.weight.requires_grad
+    assert attn[-1].max() < 0.5
+
+
+def test_lm_text_scenes_extend_the_image_scenes_within_the_train_split():
+    """The LMs read more scenes than the images show, never a held-out one: the text world's first n_train scenes
+    are the image scenes, and every scene graph is owned by the train split."""
+    from mblip.demo.world import split_of
+
+    images, text = make_scenes(50, "train", 3), make_scenes(150, "train", 3)
+    assert text[:50] == images
+    assert {split_of(s.key()) for s in text} == {"train"}
+    held_out = {s.key() for s in make_scenes(200, "val", 3) + make_scenes(200, "test", 3)}
+    assert not held_out & {s.key() for s in text}

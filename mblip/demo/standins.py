@@ -583,6 +583,32 @@ def _lm_init(model: nn.Module) -> None:
         nn.init.normal_(emb, std=emb.shape[1] ** -0.5)
 
 
+# Encoder heads that start out each looking at one neighbouring token (offset = key position - query position).
+LOCAL_OFFSETS = (-1, -2, -3, 1, 2, 3)
+LOCAL_BIAS = 6.0
+T5_HEADS = 8
+
+
+def _local_heads(model: nn.Module) -> None:
+    """Start the first encoder heads of a T5-family LM attending to one neighbour each (`LOCAL_OFFSETS`).
+
+    A scene description binds attributes by adjacency (`left large red circle`). Learned from scratch, T5's
+    relative attention biases stay near zero for thousands of steps, so attention is position-blind and a tiny LM
+    cannot tell which colour goes with which shape; it memorises scenes instead. Pretrained LMs have such local
+    heads; the stand-ins start with them (the biases stay trainable). T5 shares the layer-0 biases with every
+    encoder layer. Measured on English scene QA (d_model 64, 1,500 steps, 2 cores): held-out EM 0.73 -> 0.77.
+    """
+    attn = model.get_encoder().block[0].layer[0].SelfAttention
+    cfg = model.config
+    with torch.no_grad():
+        attn.relative_attention_bias.weight.zero_()
+        for head, offset in enumerate(LOCAL_OFFSETS[:cfg.num_heads]):
+            bucket = attn._relative_position_bucket(torch.tensor(offset), bidirectional=True,
+                                                    num_buckets=cfg.relative_attention_num_buckets,
+                                                    max_distance=cfg.relative_attention_max_distance)
+            attn.relative_attention_bias.weight[int(bucket), head] = LOCAL_BIAS
+
+
 def _train_text_seq2seq(model, tok, sampler: Callable[[random.Random], tuple[int, str, str]],
                         scene_ids: list[list[int]], *, steps: int, batch_size: int, lr: float, seed: int,
                         desc: str) -> list[float]:
@@ -624,7 +650,8 @@ def train_english_lm(out_dir: str | Path, texts: WorldText, val_scenes: Sequence
 
     out_dir: folder for T5ForConditionalGeneration + tokenizer.
     texts: the train scenes' text (`WorldText`, with English); val_scenes: held-out scenes for the metrics.
-    d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 4 heads, d_ff = 2 d_model).
+    d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 8 heads of which 6 start local
+        (`_local_heads`), d_ff = 2 d_model).
     vocab_size: upper bound of the English Unigram vocabulary (the world has a few hundred English words).
     steps, batch_size, lr: training schedule; seed: init and example order.
     n_eval: held-out scenes for the metrics (4 questions each; captions).
@@ -634,11 +661,13 @@ def train_english_lm(out_dir: str | Path, texts: WorldText, val_scenes: Sequence
 
     torch.manual_seed(seed)
     tok = t5_tokenizer(world_texts(texts, ["en"]), vocab_size)
-    cfg = T5Config(vocab_size=len(tok), d_model=d_model, d_kv=d_model // 4, d_ff=2 * d_model, num_layers=num_layers,
-                   num_decoder_layers=num_layers, num_heads=4, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+    cfg = T5Config(vocab_size=len(tok), d_model=d_model, d_kv=max(4, d_model // T5_HEADS), d_ff=2 * d_model,
+                   num_layers=num_layers, num_decoder_layers=num_layers, num_heads=T5_HEADS,
+                   feed_forward_proj="gated-gelu", dropout_rate=0.0,
                    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     model = T5ForConditionalGeneration(cfg)
     _lm_init(model)
+    _local_heads(model)
     losses = _train_text_seq2seq(model, tok, TaskSampler(texts, ["en"]), _scene_ids(tok, texts.scenes), steps=steps,
                                  batch_size=batch_size, lr=lr, seed=seed, desc="flan-t5")
     predict = _seq2seq_predictor(model, tok, _scene_ids(tok, val_scenes))
@@ -758,7 +787,8 @@ def train_mt0(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene]
     texts: the train scenes' text in (at least) `langs`; val_scenes: held-out scenes for the metrics.
     tokenizer: the multilingual T5-style tokenizer (`t5_tokenizer(world_texts(...))`).
     langs: language codes it learns (captions in each; questions in each, answers in English or that language).
-    d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 4 heads, d_ff = 2 d_model).
+    d_model, num_layers: size (num_layers encoder + num_layers decoder layers, 8 heads of which 6 start local
+        (`_local_heads`), d_ff = 2 d_model).
     steps, batch_size, lr: training schedule; seed: init and example order.
     n_eval: held-out scenes for the metrics.
     Returns per-language held-out xGQA-style exact match (English answers) and caption accuracy.
@@ -767,11 +797,13 @@ def train_mt0(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene]
 
     torch.manual_seed(seed)
     tok = tokenizer
-    cfg = MT5Config(vocab_size=len(tok), d_model=d_model, d_kv=d_model // 4, d_ff=2 * d_model, num_layers=num_layers,
-                    num_decoder_layers=num_layers, num_heads=4, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+    cfg = MT5Config(vocab_size=len(tok), d_model=d_model, d_kv=max(4, d_model // T5_HEADS), d_ff=2 * d_model,
+                    num_layers=num_layers, num_decoder_layers=num_layers, num_heads=T5_HEADS, dropout_rate=0.0,
+                    pad_token_id=0, eos_token_id=1,
                     decoder_start_token_id=0)
     model = MT5ForConditionalGeneration(cfg)
     _lm_init(model)
+    _local_heads(model)
     losses = _train_text_seq2seq(model, tok, TaskSampler(texts, langs), _scene_ids(tok, texts.scenes), steps=steps,
                                  batch_size=batch_size, lr=lr, seed=seed, desc="mt0")
     predict = _seq2seq_predictor(model, tok, _scene_ids(tok, val_scenes))
@@ -979,10 +1011,11 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
 
 def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, image_size: int = 64,
               max_objects: int = 3, langs: Sequence[str] = LANGUAGES, seed: int = 42, vit_steps: int = 900,
-              lm_steps: int = 350, blip2_steps: int = 300, mt0_steps: int = 400, bloomz_steps: int = 200,
-              nllb_steps: int = 900, batch_size: int = 64, vit_hidden: int = 64, d_model: int = 128,
+              lm_steps: int = 2000, blip2_steps: int = 300, mt0_steps: int = 3000, bloomz_steps: int = 300,
+              nllb_steps: int = 900, batch_size: int = 64, vit_hidden: int = 64, d_model: int = 64,
               en_vocab: int = 800, multi_vocab: int = 2500, tokenizer_corpus: int = 6000, n_eval: int = 30,
-              lr_scale: float = 1.0, only: Sequence[str] | None = None) -> dict:
+              n_text: int | None = None, nllb_d_model: int = 128, lr_scale: float = 1.0,
+              only: Sequence[str] | None = None) -> dict:
     """Train every stand-in into `out_dir` (layout in the module docstring) and write `metrics.json`.
 
     out_dir: e.g. models/standins; each stand-in's folder is replaced.
@@ -990,10 +1023,15 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
         images as `mblip fetch` renders; seed also seeds every initialisation and batch order.
     langs: demo languages, English first (params `languages.use`).
     *_steps: optimisation steps per stand-in; batch_size: examples per step for all of them.
-    vit_hidden, d_model: widths of the ViT and of every LM (equal LM widths allow projection="reuse").
+    vit_hidden, d_model: widths of the ViT and of every LM that takes visual tokens (equal widths allow
+        projection="reuse"); nllb_d_model: width of the translator (it needs more than the LMs to translate well).
     en_vocab, multi_vocab: tokenizer vocabulary bounds; tokenizer_corpus: unique sentences the multilingual
         tokenizers are trained on (training time grows with it).
     n_eval: held-out scenes per metric.
+    n_text: train-split scenes whose *text* the LMs (flan_t5, mt0, bloomz) learn from; None = 3 x n_train. They are
+        text-only (no images), the first n_train of them are the image scenes, and all belong to the train split, so
+        the held-out scenes stay unseen. Pretrained LMs read far more text than the images a Q-Former is aligned on;
+        on the 4,000 image scenes alone the tiny LMs memorise scenes instead of learning to read them.
     lr_scale: multiplies every learning rate in `LR` (tiny test models take larger steps).
     only: names from FOLDERS to train (the others must already be in out_dir when needed: blip2 reads vit and
         flan_t5); None = all.
@@ -1025,9 +1063,13 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
     train_x = pixels(train_scenes, image_size, seed) if need_pixels else None
     val_x = pixels(val_scenes, image_size, seed) if need_pixels else None
     texts = WorldText(train_scenes, seed, langs)
-    done("world", t0, {"train_scenes": n_train, "val_scenes": n_val},
+    n_text = max(n_train, 3 * n_train if n_text is None else n_text)
+    lm_texts = None
+    if {"flan_t5", "mt0", "bloomz"} & set(todo):
+        lm_texts = WorldText(make_scenes(n_text, "train", seed, max_objects), seed, langs)
+    done("world", t0, {"train_scenes": n_train, "val_scenes": n_val, "text_scenes": n_text},
          f"{n_train} train / {n_val} held-out scenes, {N_CAPTION_VARIANTS * len(texts.captions)} captions and "
-         f"{len(texts.questions)} questions in {len(langs)} languages")
+         f"{len(texts.questions)} questions in {len(langs)} languages; {n_text} text-only train scenes for the LMs")
 
     if "vit" in todo:
         t0 = time.perf_counter()
@@ -1038,7 +1080,7 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
         done("vit", t0, m, f"held-out accuracy shape {m['shape']:.3f} colour {m['colour']:.3f} size {m['size']:.3f}")
     if "flan_t5" in todo:
         t0 = time.perf_counter()
-        m = train_english_lm(path["flan_t5"], texts, val_scenes, d_model=d_model, vocab_size=en_vocab,
+        m = train_english_lm(path["flan_t5"], lm_texts, val_scenes, d_model=d_model, vocab_size=en_vocab,
                              steps=lm_steps, batch_size=batch_size, lr=LR["flan_t5"] * lr_scale, n_eval=n_eval,
                              seed=seed)
         done("flan_t5", t0, m, f"text-only VQA EM {m['vqa_em']:.3f}, caption acc {m['caption_acc']:.3f}")
@@ -1056,18 +1098,18 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
         tokenizer_seconds = time.perf_counter() - t0
     if "mt0" in todo:
         t0 = time.perf_counter()
-        m = train_mt0(path["mt0"], texts, val_scenes, _t5_from_unigram(unigram), langs=langs, d_model=d_model,
+        m = train_mt0(path["mt0"], lm_texts, val_scenes, _t5_from_unigram(unigram), langs=langs, d_model=d_model,
                       steps=mt0_steps, batch_size=batch_size, lr=LR["mt0"] * lr_scale, n_eval=n_eval, seed=seed)
         done("mt0", t0, m, _per_lang_line(m))
     if "bloomz" in todo:
         t0 = time.perf_counter()
-        m = train_bloomz(path["bloomz"], texts, val_scenes, bloom_tokenizer(corpus, multi_vocab), langs=langs,
+        m = train_bloomz(path["bloomz"], lm_texts, val_scenes, bloom_tokenizer(corpus, multi_vocab), langs=langs,
                          hidden_size=d_model, steps=bloomz_steps, batch_size=batch_size, lr=LR["bloomz"] * lr_scale,
                          n_eval=n_eval, seed=seed)
         done("bloomz", t0, m, _per_lang_line(m))
     if "nllb" in todo:
         t0 = time.perf_counter()
-        m = train_nllb(path["nllb"], texts, val_scenes, corpus, langs=langs, d_model=d_model, steps=nllb_steps,
+        m = train_nllb(path["nllb"], texts, val_scenes, corpus, langs=langs, d_model=nllb_d_model, steps=nllb_steps,
                        vocab_size=multi_vocab,
                        batch_size=batch_size, lr=LR["nllb"] * lr_scale, n_eval=n_eval, seed=seed)
         done("nllb", t0, m, "sentence acc " + " ".join(f"{c} {v:.2f}" for c, v in m["sentence_acc"].items()))
