@@ -596,7 +596,8 @@ def _local_heads(model: nn.Module) -> None:
     relative attention biases stay near zero for thousands of steps, so attention is position-blind and a tiny LM
     cannot tell which colour goes with which shape; it memorises scenes instead. Pretrained LMs have such local
     heads; the stand-ins start with them (the biases stay trainable). T5 shares the layer-0 biases with every
-    encoder layer. Measured on English scene QA (d_model 64, 1,500 steps, 2 cores): held-out EM 0.73 -> 0.77.
+    encoder layer. Measured on English scene QA (held-out EM): d_model 128, 600 steps: 0.60 without, 0.64 with a
+    +-3 window; d_model 64, 1,500 steps: these one-neighbour heads 0.77, a +-3 window 0.75.
     """
     attn = model.get_encoder().block[0].layer[0].SelfAttention
     cfg = model.config
