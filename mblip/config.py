@@ -114,7 +114,8 @@ class Standins:
 
     def check(self, key):
         _known(f"{key}.steps", self.steps, list(STANDINS), "stand-in(s) ")
-        if any(v < 1 for v in self.steps.values()) or self.d_model < 8 or self.vit_hidden < 8 or (self.text_scenes or 1) < 1:
+        if any(v < 1 for v in self.steps.values()) or self.d_model < 8 or self.vit_hidden < 8 \
+                or (self.text_scenes is not None and self.text_scenes < 1):
             raise ConfigError(f"{key}: steps and text_scenes must be positive and d_model/vit_hidden >= 8")
 
 

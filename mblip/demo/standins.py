@@ -1058,16 +1058,15 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
         bar.update()
 
     t0 = time.perf_counter()
-    train_scenes = make_scenes(n_train, "train", seed, max_objects)
+    n_text = max(n_train, 3 * n_train if n_text is None else n_text)
+    text_scenes = make_scenes(n_text, "train", seed, max_objects)  # the image scenes are its first n_train
+    train_scenes = text_scenes[:n_train]
     val_scenes = make_scenes(n_val, "val", seed, max_objects)
     need_pixels = {"vit", "blip2"} & set(todo)
     train_x = pixels(train_scenes, image_size, seed) if need_pixels else None
     val_x = pixels(val_scenes, image_size, seed) if need_pixels else None
     texts = WorldText(train_scenes, seed, langs)
-    n_text = max(n_train, 3 * n_train if n_text is None else n_text)
-    lm_texts = None
-    if {"flan_t5", "mt0", "bloomz"} & set(todo):
-        lm_texts = WorldText(make_scenes(n_text, "train", seed, max_objects), seed, langs)
+    lm_texts = WorldText(text_scenes, seed, langs) if {"flan_t5", "mt0", "bloomz"} & set(todo) else None
     done("world", t0, {"train_scenes": n_train, "val_scenes": n_val, "text_scenes": n_text},
          f"{n_train} train / {n_val} held-out scenes, {N_CAPTION_VARIANTS * len(texts.captions)} captions and "
          f"{len(texts.questions)} questions in {len(langs)} languages; {n_text} text-only train scenes for the LMs")
