@@ -1012,7 +1012,7 @@ def train_nllb(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene
 
 def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, image_size: int = 64,
               max_objects: int = 3, langs: Sequence[str] = LANGUAGES, seed: int = 42, vit_steps: int = 900,
-              lm_steps: int = 2000, blip2_steps: int = 1000, mt0_steps: int = 3000, bloomz_steps: int = 300,
+              lm_steps: int = 2000, blip2_steps: int = 3000, mt0_steps: int = 3000, bloomz_steps: int = 300,
               nllb_steps: int = 900, batch_size: int = 64, vit_hidden: int = 64, d_model: int = 64,
               en_vocab: int = 800, multi_vocab: int = 2500, tokenizer_corpus: int = 6000, n_eval: int = 30,
               n_text: int | None = None, nllb_d_model: int = 128, lr_scale: float = 1.0,
