@@ -111,9 +111,14 @@ class Standins:
     text_scenes: int | None = doc("Train-split scenes whose text the stand-in LMs learn from (no images); null = 3 x world.n_train.", None)
     vit_hidden: int = doc("Width of the stand-in ViT.", 64)
     n_eval: int = doc("Held-out scenes each stand-in is scored on.", 60)
+    nli_share: float = doc("Share of XVNLI-style hypotheses in the multilingual LMs' instruction data (xP3 holds XNLI).", 0.15)
+    pair_share: float = doc("Share of MaRVL-style two-scene statements in the multilingual LMs' instruction data.", 0.1)
 
     def check(self, key):
         _known(f"{key}.steps", self.steps, list(STANDINS), "stand-in(s) ")
+        if self.nli_share < 0 or self.pair_share < 0 or self.nli_share + self.pair_share >= 1:
+            raise ConfigError(f"{key}: nli_share and pair_share must be >= 0 and sum to less than 1 (captions and VQA "
+                              f"need the rest), got {self.nli_share} and {self.pair_share}")
         if any(v < 1 for v in self.steps.values()) or self.d_model < 8 or self.vit_hidden < 8 \
                 or (self.text_scenes is not None and self.text_scenes < 1):
             raise ConfigError(f"{key}: steps and text_scenes must be positive and d_model/vit_hidden >= 8")

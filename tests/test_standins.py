@@ -147,6 +147,9 @@ def test_metrics_are_reported_for_every_stand_in(standin_dir):
     assert set(metrics["vit"]) >= {"shape", "colour", "size"}
     for name in ("mt0", "bloomz"):
         assert set(metrics[name]["qa_em"]) == set(LANGUAGES)
+        # the multilingual LMs' instruction data holds statements by default: their ceilings are scored
+        assert set(metrics[name]["nli_acc"]) == set(metrics[name]["pair_acc"]) == set(LANGUAGES)
+        assert metrics[name]["nli_n"] == 3 * TINY["n_eval"] and metrics[name]["pair_n"] == TINY["n_eval"]
     targets = set(LANGUAGES) - {"en"}
     assert set(metrics["nllb"]["sentence_acc"]) == targets | {f"{c}_to_en" for c in targets}
     assert (out / "metrics.json").exists()
@@ -223,3 +226,70 @@ def test_lm_text_scenes_extend_the_image_scenes_within_the_train_split():
     assert {split_of(s.key()) for s in text} == {"train"}
     held_out = {s.key() for s in make_scenes(200, "val", 3) + make_scenes(200, "test", 3)}
     assert not held_out & {s.key() for s in text}
+
+
+def test_match_heads_start_on_the_other_occurrence_of_their_token():
+    """A fresh T5 stand-in's match heads put most of a repeated token's attention on its other occurrence, not on
+    itself; every encoder layer has them."""
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = MT5Config(vocab_size=60, d_model=64, d_kv=8, d_ff=128, num_layers=2, num_decoder_layers=1,
+                    num_heads=standins.T5_HEADS, dropout_rate=0.0, decoder_start_token_id=0)
+    cfg._attn_implementation = "eager"
+    model = MT5ForConditionalGeneration(cfg)
+    standins._lm_init(model)
+    standins._local_heads(model)
+    standins._match_heads(model)
+    # 20 sequences of 10 distinct tokens, position 7 repeating position 2's token
+    g = torch.Generator().manual_seed(1)
+    ids = torch.stack([torch.randperm(57, generator=g)[:10] + 3 for _ in range(20)])
+    ids[:, 7] = ids[:, 2]
+    attn = model.get_encoder()(input_ids=ids, output_attentions=True).attentions[0]  # layer 0: (batch, heads, q, k)
+    other = (attn[:, :, 2, 7] + attn[:, :, 7, 2]) / 2  # (batch, heads)
+    match, free = list(standins.MATCH_HEADS), [h for h in range(8) if h not in standins.MATCH_HEADS][-1]
+    assert other[:, match].mean() > 0.6, other.mean(0)
+    assert other[:, free].mean() < 0.2  # a head without the prior spreads its attention
+    assert attn[:, match, 2, 2].max() < 0.05 and attn[:, match, 7, 7].max() < 0.05  # the offset-0 bias: not itself
+    # local heads are untouched, and layer 1's match heads have the same maps (its input is still close to the
+    # embeddings at init)
+    for head, offset in enumerate(standins.LOCAL_OFFSETS):
+        assert attn[:, head, 3:6, 3 + offset:6 + offset].diagonal(dim1=-2, dim2=-1).mean() > 0.8
+    layers = model.get_encoder().block
+    rows = slice(standins.MATCH_HEADS[0] * cfg.d_kv, (standins.MATCH_HEADS[-1] + 1) * cfg.d_kv)
+    for block in layers:
+        a = block.layer[0].SelfAttention
+        assert torch.equal(a.q.weight[rows], a.k.weight[rows])
+
+
+def test_statement_examples_pair_scenes_and_use_the_eval_prompts():
+    scenes = make_scenes(30, "train", 1)
+    texts = standins.WorldText(scenes, 1, ["en", "de"], statements=True)
+    assert len(texts.hypotheses) == 3 * len(scenes) and len(texts.pairs) == len(scenes)
+    sampler = standins.TaskSampler(texts, ["en", "de"], nli_share=0.3, pair_share=0.3)
+    import random
+    rng = random.Random(0)
+    batches = [sampler.batch(rng, 10) for _ in range(60)]
+    # a batch is all pairs or has none (a pair would pad every other input to twice its length)
+    kinds = [{isinstance(d[0], tuple) for d in b} for b in batches]
+    assert all(len(k) == 1 for k in kinds) and 8 < sum(k == {True} for k in kinds) < 30
+    drawn = [d for b in batches for d in b]
+    pairs = [d for d in drawn if isinstance(d[0], tuple)]
+    singles = [d for d in drawn if not isinstance(d[0], tuple)]
+    nli = [d for d in singles if d[1].startswith("Is it guaranteed true that")]
+    assert 0.15 < len(nli) / len(singles) < 0.45
+    assert {t for _, _, t in pairs} == {"yes", "no"} and {t for _, _, t in nli} == {"yes", "no", "maybe"}
+    assert all(p.startswith("Based on the two images") for _, p, _ in pairs)
+    # the German statement of a pair is the realiser's, and the prefix is both scene descriptions in order
+    (left, right), statement, label = texts.pairs[0]
+    ids = [[1, 2], [3], [4, 5, 6]]
+    assert standins.scene_prefix(ids, (2, 0)) == [4, 5, 6, 1, 2] and standins.scene_prefix(ids, 1) == [3]
+    assert set(statement) == {"en", "de"} and statement["de"] != statement["en"]
+    # without statements in the world text, asking for them is an error that says what to do
+    with pytest.raises(ValueError, match="statements=True"):
+        standins.TaskSampler(standins.WorldText(scenes, 1, ["en"]), ["en"], nli_share=0.2)
+    # and with the shares at 0 the draws are exactly the old captions-and-VQA stream
+    plain = standins.TaskSampler(texts, ["en", "de"])
+    r1, r2 = random.Random(5), random.Random(5)
+    old = standins.TaskSampler(standins.WorldText(scenes, 1, ["en", "de"]), ["en", "de"])
+    assert [plain.batch(r1, 5) for _ in range(10)] == [old.batch(r2, 5) for _ in range(10)]
