@@ -378,6 +378,34 @@ def standins_table(root: Path):
     return pd.DataFrame(rows)
 
 
+def statements_table(root: Path):
+    """XVNLI and MaRVL beside the stand-in LMs' text-only accuracy on the same kind of statements (`nli_acc`,
+    `pair_acc` in metrics/standins.json, held-out scenes): the ceiling for each. "not run" when the stand-ins were
+    not trained with statements (or are hub models)."""
+    import pandas as pd
+    path = Path(root) / "metrics/standins.json"
+    d = _read_json(path)
+    per: dict[str, dict] = {}
+    for part, label in (("mt0", "mT0"), ("bloomz", "BLOOMZ")):
+        for key, bench in (("nli_acc", "XVNLI"), ("pair_acc", "MaRVL")):
+            v = ((d or {}).get(part) or {}).get(key) if isinstance(d, dict) else None
+            if v is None:
+                continue
+            if not isinstance(v, dict) or not all(_is_num(x) for x in v.values()):
+                raise ReportInputError(f"{path}: {part}.{key} must map language -> number, got {v!r}")
+            per[f"{label} text-only {bench}-style acc"] = v
+    if not per:
+        return pd.DataFrame([{"lang": "", "status": f"{NOT_RUN} (stand-ins without statements in their data)"}])
+    for bench, name in (("xvnli", "XVNLI"), ("marvl", "MaRVL")):
+        for setting, model in (("zero-shot", "realign"), ("fine-tuned", f"finetune-{bench}")):
+            run = read_eval(root, model, bench)
+            if run is not None:
+                per[f"{name} {setting}"] = _metric(run, bench, "accuracy")
+    cols = sorted(per, key=lambda c: ("MaRVL" in c, "text-only" not in c, "fine-tuned" in c, c))
+    langs = _lang_order({l for v in per.values() for l in v})
+    return pd.DataFrame([{"lang": l, **{c: _r(per[c].get(l)) for c in cols}, "status": "ok"} for l in langs])
+
+
 def training_table(root: Path, cfg=None):
     """Each training stage's end state: steps, final loss, throughput (from metrics/<stage>.json)."""
     import pandas as pd
@@ -809,6 +837,7 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         "maxm": per_language_table(root, "maxm", cfg, **kw),
         "hallucination": hallucination_table(root, cfg, **kw),
         "standins": standins_table(root),
+        "statements": statements_table(root),
         "training": training_table(root, cfg),
         "translation": translation_table(root),
         "ablations": ablation_table(root, cfg),
@@ -826,6 +855,11 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
                      "Exact match ×100. The text-only LMs read the scene description instead of the image: their "
                      "QA accuracy is the ceiling for the re-aligned model. Stand-in scores are on held-out training-"
                      "world scenes, the xGQA columns on the benchmark's test scenes."),
+        "statements": ("XVNLI and MaRVL beside the stand-ins' text-only accuracy on such statements",
+                       "Accuracy ×100. The stand-in LMs judge hypotheses (yes / no / maybe; chance 33.3) and two-scene "
+                       "statements (yes / no; chance 50) from the scene descriptions of held-out training-world "
+                       "scenes: the ceiling for the re-aligned model, which reads the images of the benchmark's test "
+                       "scenes."),
         "training": ("Training stages", "From metrics/<stage>.json."),
         "translation": ("Translation quality per language", "From plots/translate_quality.csv (chrF 0–100, %)."),
         "ablations": ("Ablations (one change each, equal re-alignment steps)",
@@ -845,7 +879,8 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         files += _write_table(df, tdir, name, title, note)
     label = {"iglue": lambda r: f"{r['benchmark']} {r['setting']}", "hallucination": lambda r: r["benchmark"],
              "training": lambda r: f"training {r['stage']}", "xm3600": lambda r: "XM3600", "maxm": lambda r: "MaXM",
-             "standins": lambda r: "stand-ins", "translation": lambda r: "translation quality",
+             "standins": lambda r: "stand-ins", "statements": lambda r: "statement ceilings",
+             "translation": lambda r: "translation quality",
              "ablations": lambda r: f"ablation {r['variant']}", "ablation_init": lambda r: "ablation init curves",
              "resources": lambda r: "runtime table"}
     not_run = [f"{label[name](r)}: {r['status']}"
@@ -988,6 +1023,10 @@ def write_summary(out: Path, tables: dict, figures: dict, not_run: Sequence[str]
     if (st["status"] == "ok").any():
         lines += ["", "**Stand-ins vs the re-aligned model** (exact match ×100; the text-only LMs read the scene "
                   "description: a ceiling)", "", to_markdown(st.drop(columns=["status"]))]
+    sm = tables["statements"]
+    if (sm["status"] == "ok").any():
+        lines += ["", "**XVNLI and MaRVL beside the stand-ins' text-only accuracy on such statements** (×100; chance "
+                  "33.3 and 50)", "", to_markdown(sm.drop(columns=["status"]))]
     ab = tables["ablations"]
     if (ab["status"] == "ok").any():
         lines += ["", "**Ablations** (xGQA analogue ×100, one change each, equal steps, one seed)", "",

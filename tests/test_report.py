@@ -39,7 +39,8 @@ def make_tree(root: Path) -> Path:
     # XM3600 CIDEr: en 0.5, de 0.3, sw 0.1 -> avg (de, sw) = 0.2 -> 20.0
     _eval(root, "realign", "xm3600", "CIDEr", {"en": 0.5, "de": 0.3, "sw": 0.1})
     _write(root / "metrics/standins.json", {
-        "mt0": {"qa_em": {"en": 0.9, "de": 0.8, "zh": 0.7}}, "bloomz": {"qa_em": {"en": 0.6, "de": 0.5, "zh": 0.4}},
+        "mt0": {"qa_em": {"en": 0.9, "de": 0.8, "zh": 0.7}, "nli_acc": {"en": 0.5, "de": 0.4},
+                "pair_acc": {"en": 0.7, "de": 0.6}}, "bloomz": {"qa_em": {"en": 0.6, "de": 0.5, "zh": 0.4}},
         "blip2": {"vqa_em": 0.55}, "flan_t5": {"vqa_em": 0.85}})
     _write(root / "metrics/realign.json", {"steps": 6, "final_loss": 2.5, "examples_per_s": 4.0, "wall_s": 10.0})
     _write(root / "plots/realign_history.csv", "step,loss,lr_qformer,lr_lora,examples_per_s\n3,3.0,1e-4,2e-4,4.0\n"
@@ -135,6 +136,20 @@ def test_standins_ceiling_beside_the_realigned_model(built):
     assert de["mT0 text-only QA EM (ceiling)"] == 80.0 and de["realigned xGQA acc (zero-shot)"] == 25.0
     en = _row(st, lang="en")
     assert en["BLIP-2 (English, image) VQA EM"] == 55.0 and pd.isna(de["BLIP-2 (English, image) VQA EM"])
+
+
+def test_statement_ceilings_beside_xvnli_and_marvl(built, tmp_path):
+    _, result = built
+    sm = result["tables"]["statements"]
+    de = _row(sm, lang="de")
+    assert de["mT0 text-only XVNLI-style acc"] == 40.0 and de["XVNLI zero-shot"] == 50.0
+    assert de["mT0 text-only MaRVL-style acc"] == 60.0
+    assert not any(c.startswith("MaRVL ") for c in sm.columns)  # MaRVL was not evaluated: no empty columns
+    assert list(sm.columns).index("XVNLI zero-shot") < list(sm.columns).index("mT0 text-only MaRVL-style acc")
+    # stand-ins trained without statements: one "not run" row that says why
+    _write(tmp_path / "metrics/standins.json", {"mt0": {"qa_em": {"en": 0.9}}})
+    (row,) = R.statements_table(tmp_path).to_dict("records")
+    assert row["status"].startswith(R.NOT_RUN) and "without statements" in row["status"]
 
 
 def test_majority_baseline_from_the_references(built):
