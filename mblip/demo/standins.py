@@ -162,9 +162,10 @@ class TaskSampler:
     `nli_share` of the examples are an XVNLI-style hypothesis about the scene in one of the languages, answered
     yes / no / maybe in English, and `pair_share` of the batches (`batch`) MaRVL-style statements about two scenes,
     answered yes / no (whole batches: a two-scene input is twice as long, and one in a batch would pad all the
-    others to its length); both with the evaluation prompts (`templates.eval_prompt`). They stand for the sentence-pair and classification
-    tasks the real mT0 and BLOOMZ were instruction-tuned on in 46 languages (xP3 holds XNLI with this prompt), the
-    ground that zero-shot XVNLI and MaRVL stand on; the world text must have been realised with `statements=True`.
+    others to its length); both with the evaluation prompts (`templates.eval_prompt`). They stand for the
+    sentence-pair and classification tasks the real mT0 and BLOOMZ were instruction-tuned on in 46 languages (xP3
+    holds XNLI with this prompt), the ground that zero-shot XVNLI and MaRVL stand on; the world text must have been
+    realised with `statements=True`.
     """
 
     def __init__(self, texts: "WorldText", langs: Sequence[str], vqa_share: float = 0.7, nli_share: float = 0.0,
@@ -176,7 +177,8 @@ class TaskSampler:
         if (nli_share and not texts.hypotheses) or (pair_share and not texts.pairs):
             raise ValueError("nli_share / pair_share need statements: build the WorldText with statements=True")
         if nli_share + pair_share >= 1:
-            raise ValueError(f"nli_share + pair_share must leave room for captions and VQA, got {nli_share + pair_share}")
+            raise ValueError(f"nli_share + pair_share must leave room for captions and VQA, "
+                             f"got {nli_share + pair_share}")
         self.langs = list(langs)
         self.nli_share, self.pair_share = nli_share, pair_share
         self.captions, self.questions = texts.captions, texts.questions
