@@ -701,7 +701,7 @@ def _match_heads(model: nn.Module, seed: int = 0) -> None:
     token's other occurrence beats the token itself (a token that occurs once mostly still looks at itself).
     Everything stays trainable. Measured on English scene QA (held-out EM), d_model 64, 1,500 steps: six local
     heads and two free 0.77; two local, four match and two free heads 0.86; six local and these two match heads
-    0.92 (yes/no existence 0.55 -> 0.98, where 0.63 -> 0.89). In the nine-language "mT0" (3,000 steps) they gave
+    0.92 (yes/no existence 0.57 -> 0.98, where 0.52 -> 0.89). In the nine-language "mT0" (3,000 steps) they gave
     0.63-0.71 per language against 0.68-0.73 without: most of its questions are not in the scene's language, whose
     words a German or Japanese word does not equal. Only the English LM ("Flan-T5") can start with them
     (`standins.match_heads`); in the demo pipeline the BLIP-2 aligned to that stronger LM was no better.
