@@ -33,6 +33,22 @@ def cpu_threads() -> None:
         torch.set_num_threads(int(os.environ.get("MBLIP_THREADS", "1")))
 
 
+def cpu_workers(tasks: int) -> int:
+    """Processes for `tasks` independent one-thread jobs (stand-in chains, ablation runs): one per CPU core this
+    process may use, at most `tasks`; ``MBLIP_WORKERS`` overrides. On a GPU: 1 (the jobs would share the device).
+    Results do not depend on it: every job runs on one thread with its own seed."""
+    import os
+
+    import torch
+    if torch.cuda.is_available():
+        return 1
+    env = os.environ.get("MBLIP_WORKERS")
+    if env is not None and (not env.isdigit() or int(env) < 1):
+        raise ValueError(f"MBLIP_WORKERS must be a positive integer, got {env!r}")
+    n = int(env) if env else len(os.sched_getaffinity(0))
+    return max(1, min(n, tasks))
+
+
 def data_dir(cfg: Config) -> Path:
     return _root(cfg) / cfg.data.root / cfg.data.source
 
@@ -351,7 +367,7 @@ def standins(cfg: Config) -> dict:
         metrics = train_all(out, n_train=w.n_train, n_val=w.n_val, image_size=w.image_size, max_objects=w.max_objects,
                             langs=cfg.languages.use, seed=cfg.seed, d_model=s.d_model, vit_hidden=s.vit_hidden, n_eval=s.n_eval,
                             n_text=s.text_scenes, nli_share=s.nli_share, pair_share=s.pair_share,
-                            match_heads=s.match_heads,
+                            match_heads=s.match_heads, workers=cpu_workers(2),
                             **{f"{_STEP_ARG.get(k, k)}_steps": v for k, v in s.steps.items()})
     write_json(root / "metrics/standins.json", metrics)
     return metrics

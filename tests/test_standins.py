@@ -19,7 +19,7 @@ TINY = dict(n_train=150, n_val=20, seed=3, vit_steps=40, lm_steps=150, blip2_ste
 def standin_dir(tmp_path_factory):
     torch.set_num_threads(1)  # tiny models: a second thread only adds sync overhead on a shared machine
     out = tmp_path_factory.mktemp("standins")
-    metrics = standins.train_all(out, **TINY)
+    metrics = standins.train_all(out, workers=2, **TINY)  # the two chains in two processes, as in the demo
     return out, metrics
 
 
@@ -185,11 +185,47 @@ def test_training_is_deterministic(tmp_path):
     assert runs[0] == runs[1]
 
 
+def test_unpicked_characters_get_the_same_ids_whatever_order_the_trainer_left_them_in():
+    """The Unigram trainer appends characters it did not pick with made-up scores (lowest - 1e-4, - 2e-4, ...) in
+    hash order, which changes between processes; the canonical vocabulary must not depend on that order."""
+    from tokenizers import Tokenizer, models
+
+    real = [("▁red", -3.0), ("▁circle", -3.5), ("ro", -6.25), ("x", -7.0)]
+    lowest = -7.4  # the lowest piece the trainer kept (a marked word, dropped)
+    vocabs = []
+    for order in (["д", "个", "ق"], ["ق", "д", "个"]):
+        made_up = [(ch, round(lowest - 1e-4 * (k + 1), 6)) for k, ch in enumerate(order)]
+        made_up.append(("qué", made_up[-1][1]))  # as seen in the demo: a longer piece at the last made-up score
+        tok = Tokenizer(models.Unigram([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + real + made_up, unk_id=2))
+        vocabs.append(standins._respecial(tok, ["<pad>", "</s>", "<unk>"]).get_vocab())
+    assert vocabs[0] == vocabs[1]
+    ids = vocabs[0]
+    # the real pieces keep their order, above the made-up run, which is sorted by text
+    assert ids["▁red"] < ids["▁circle"] < ids["ro"] < ids["x"] < min(ids[c] for c in ("д", "个", "ق", "qué"))
+    assert sorted(("д", "个", "ق", "qué"), key=ids.get) == sorted(("д", "个", "ق", "qué"))
+
+
+def test_workers_change_the_time_not_the_weights(tmp_path):
+    """One stand-in of each chain, in one process and in two: byte-identical weights and tokenizers."""
+    small = {**TINY, "nli_share": 0.0, "pair_share": 0.0, "match_heads": False}
+    files = []
+    for workers in (1, 2):
+        out = tmp_path / str(workers)
+        m = standins.train_all(out, only=["vit", "bloomz"], workers=workers, **small)
+        assert m["workers"] == workers and {"vit", "bloomz"} <= set(m)
+        files.append({str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*"))
+                      if f.suffix in (".safetensors", ".json") and f.name != "metrics.json"})
+    assert files[0].keys() == files[1].keys() and "vit/model.safetensors" in files[0]
+    assert files[0] == files[1]
+
+
 def test_bad_arguments_say_what_to_fix(tmp_path):
     with pytest.raises(ValueError, match="start with 'en'"):
         standins.train_all(tmp_path, langs=["de", "en"])
     with pytest.raises(ValueError, match="unknown stand-ins"):
         standins.train_all(tmp_path, only=["clip"])
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        standins.train_all(tmp_path, workers=0)
     texts = standins.WorldText(make_scenes(3, "train", 0), 0, ["en"])
     with pytest.raises(ValueError, match="not in \\['de'\\]"):
         standins.TaskSampler(texts, ["en", "de"])

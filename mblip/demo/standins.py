@@ -29,6 +29,7 @@ same arguments gives the same weights on the same machine.
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import math
 import random
@@ -54,6 +55,8 @@ T5_SPECIALS = ("<pad>", "</s>", "<unk>", IMAGE_TOKEN)  # T5 / mT5: pad 0, eos 1 
 BLOOM_SPECIALS = ("<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN)  # BLOOM: unk 0, bos 1, eos 2, pad 3
 NLLB_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # NLLB: bos 0, pad 1, eos 2 (= decoder start), unk 3
 FOLDERS = {"vit": "vit", "flan_t5": "flan-t5", "blip2": "blip2-en", "mt0": "mt0", "bloomz": "bloomz", "nllb": "nllb"}
+# Stand-ins that depend on each other (blip2 reads vit and flan_t5); the two chains are independent.
+CHAINS = (("vit", "flan_t5", "blip2"), ("mt0", "bloomz", "nllb"))
 # Learning rates: the T5 family trains unstably above ~1e-3 with AdamW (no 1/sqrt(d) in its attention).
 LR = {"vit": 2e-3, "flan_t5": 1e-3, "blip2": 2e-3, "mt0": 1e-3, "bloomz": 2e-3, "nllb": 2e-3}
 N_ATTR = {"shape": len(SHAPES) + 1, "colour": len(COLOURS), "size": len(SIZES)}  # shape class 0 = empty column
@@ -228,6 +231,7 @@ def _norm(text: str) -> str:
 
 
 _MARK = "\x01"  # never in the world's text
+_STEP = 1.5e-4  # a little over the 1e-4 between the made-up scores of characters the Unigram trainer left unpicked
 
 
 def _unigram(texts: Sequence[str], vocab_size: int, specials: Sequence[str]):
@@ -266,10 +270,18 @@ def _respecial(tok, specials: Sequence[str], extra_chars: str = ""):
     spec = json.loads(tok.to_str())
     old = {t["content"] for t in spec["added_tokens"]}
     trained = [(p, round(s, 6)) for p, s in spec["model"]["vocab"] if p not in old and _MARK not in p]
-    # the trainer appends characters it did not pick as pieces with made-up scores, in hash order: those (single
-    # characters below every longer piece) and `extra_chars` get one score below everything, in sorted order
-    floor = min((sc for p, sc in trained if len(p) > 1), default=0.0) - 1.0
-    chars = {p for p, sc in trained if len(p) == 1 and sc < floor + 1.0} | set(extra_chars)
+    # the trainer appends the characters it did not pick as pieces with made-up scores (its lowest score minus
+    # 1e-4, 2e-4, ...) in hash order, so which character gets which score changes from process to process. That
+    # run of scores (walked up from the lowest while the steps stay ~1e-4; a real piece inside it joins it) and
+    # `extra_chars` get one score below everything, in sorted order.
+    scores = sorted({sc for _, sc in trained})
+    top = scores[0] if scores else 0.0
+    for sc in scores[1:]:
+        if sc - top > _STEP:
+            break
+        top = sc
+    floor = (scores[0] if scores else 0.0) - 1.0
+    chars = {p for p, sc in trained if sc <= top} | set(extra_chars)
     pieces = sorted(((p, sc) for p, sc in trained if p not in chars), key=lambda ps: (-ps[1], ps[0]))
     pieces += [(ch, floor) for ch in sorted(chars)]
     new = Tokenizer(models.Unigram([(s, 0.0) for s in specials] + pieces, unk_id=list(specials).index("<unk>")))
@@ -1141,7 +1153,7 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
               en_vocab: int = 800, multi_vocab: int = 2500, tokenizer_corpus: int = 6000, n_eval: int = 30,
               n_text: int | None = None, nllb_d_model: int = 128, lr_scale: float = 1.0,
               nli_share: float = 0.0, pair_share: float = 0.0, match_heads: bool = False,
-              only: Sequence[str] | None = None) -> dict:
+              only: Sequence[str] | None = None, workers: int = 1) -> dict:
     """Train every stand-in into `out_dir` (layout in the module docstring) and write `metrics.json`.
 
     out_dir: e.g. models/standins; each stand-in's folder is replaced.
@@ -1163,6 +1175,9 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
         (`TaskSampler`); 0 leaves them out. match_heads: the English LM starts with `_match_heads`.
     only: names from FOLDERS to train (the others must already be in out_dir when needed: blip2 reads vit and
         flan_t5); None = all.
+    workers: processes to train in. The stand-ins form two independent chains (`CHAINS`: the English vision side,
+        and the multilingual LMs with the translator); with workers >= 2 each chain trains in its own process.
+        Every stand-in trains on one torch thread either way, so the weights do not depend on `workers`.
     Returns the metrics (also in out_dir/metrics.json) with the wall time of every stand-in.
     """
     if not langs or langs[0] != "en":
@@ -1170,14 +1185,51 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
     unknown = sorted(set(only or ()) - set(FOLDERS))
     if unknown:
         raise ValueError(f"only= names unknown stand-ins {unknown}; choose from {list(FOLDERS)}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     todo = list(FOLDERS) if only is None else [n for n in FOLDERS if n in only]
-    torch.set_num_threads(min(2, torch.get_num_threads()))  # the demo's budget: 2 cores
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = {name: out_dir / folder for name, folder in FOLDERS.items()}
     start = time.perf_counter()
+    chain_args = inspect.signature(_train_chain).parameters
+    settings = {k: v for k, v in locals().items() if k in chain_args and k not in ("out_dir", "todo")}
+    groups = [[n for n in chain if n in todo] for chain in CHAINS]
+    groups = [g for g in groups if g]
+    if workers > 1 and len(groups) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked child inherits the parent's OpenMP state, which can hang it
+        with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = [f.result() for f in [pool.submit(_train_chain, out_dir, g, **settings) for g in groups]]
+    else:
+        parts = [_train_chain(out_dir, todo, **settings)]
     metrics: dict = {}
-    bar = tqdm(total=len(todo) + 1, desc="stand-ins", unit="model")
+    for part in parts:
+        metrics.update(part)
+    metrics["world"] = parts[0]["world"]
+    if "tokenizers" in metrics:
+        metrics["tokenizers"] = next(p["tokenizers"] for p in parts if "tokenizers" in p)
+    metrics["seconds_total"] = round(time.perf_counter() - start, 1)
+    metrics["threads"] = 1
+    metrics["workers"] = len(parts)
+    old = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
+    (out_dir / "metrics.json").write_text(json.dumps({**old, **metrics}, indent=1, ensure_ascii=False) + "\n")
+    tqdm.write(f"stand-ins done in {metrics['seconds_total']:.0f} s ({len(parts)} process(es)) -> {out_dir}")
+    return metrics
+
+
+def _train_chain(out_dir: Path, todo: Sequence[str], *, n_train: int, n_val: int, image_size: int,
+                 max_objects: int, langs: Sequence[str], seed: int, vit_steps: int, lm_steps: int, blip2_steps: int,
+                 mt0_steps: int, bloomz_steps: int, nllb_steps: int, batch_size: int, vit_hidden: int, d_model: int,
+                 en_vocab: int, multi_vocab: int, tokenizer_corpus: int, n_eval: int, n_text: int | None,
+                 nllb_d_model: int, lr_scale: float, nli_share: float, pair_share: float, match_heads: bool) -> dict:
+    """Train the stand-ins `todo` (in FOLDERS order; arguments as `train_all`) on one torch thread; their metrics
+    with the wall time of each."""
+    torch.set_num_threads(1)  # one thread per chain: the weights do not depend on how many chains run at once
+    path = {name: out_dir / folder for name, folder in FOLDERS.items()}
+    metrics: dict = {}
+    bar = tqdm(total=len(todo) + 1, desc=f"stand-ins {'+'.join(todo)}", unit="model")
 
     def done(name: str, t0: float, m: dict, line: str) -> None:
         metrics[name] = {**m, "seconds": round(time.perf_counter() - t0, 1)}
@@ -1245,11 +1297,6 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
     bar.close()
     if multi:
         metrics["tokenizers"] = {"seconds": round(tokenizer_seconds, 1), "corpus": len(corpus)}
-    metrics["seconds_total"] = round(time.perf_counter() - start, 1)
-    metrics["threads"] = torch.get_num_threads()
-    old = json.loads((out_dir / "metrics.json").read_text()) if (out_dir / "metrics.json").exists() else {}
-    (out_dir / "metrics.json").write_text(json.dumps({**old, **metrics}, indent=1, ensure_ascii=False) + "\n")
-    tqdm.write(f"stand-ins done in {metrics['seconds_total']:.0f} s -> {out_dir}")
     return metrics
 
 
