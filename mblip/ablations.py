@@ -122,17 +122,14 @@ def init_ablation(cfg: Config, seeds: Sequence[int] | None = None, steps: int | 
     Defaults from ``ablations``: init_seeds, steps, init_budgets evenly spaced budgets, eval_limit questions per
     language. Writes plots/ablations/init_curves.csv (long format) and metrics/ablations/init.json (per budget:
     mean and spread of each init over the seeds, and of the paired gap)."""
-    from mblip import realign as R
     root = _root(cfg)
     a = cfg.ablations
     seeds = list(a.init_seeds if seeds is None else seeds)
     steps = steps or a.steps
     limit = limit or a.eval_limit
     budgets = sorted(budgets or [steps * k // a.init_budgets for k in range(1, a.init_budgets + 1)])
-    feats = R.Features(root)
-    examples = R.mix_examples(root, feats, "train")
     with tempfile.TemporaryDirectory() as tmp:  # checkpoints only live until they are scored
-        rows = _init_curves(cfg, examples, feats, seeds, steps, budgets, limit, Path(tmp))
+        rows = _init_curves(cfg, seeds, steps, budgets, limit, Path(tmp))
     summary = {}
     for budget in budgets:
         per = {init: [r["accuracy"] for r in rows if r["init"] == init and r["step"] == budget and r["lang"] == "mean_all"]
@@ -149,25 +146,51 @@ def init_ablation(cfg: Config, seeds: Sequence[int] | None = None, steps: int | 
     return {"rows": rows, "summary": summary}
 
 
-def _init_curves(cfg: Config, examples, feats, seeds, steps: int, budgets: Sequence[int], limit: int,
-                 tmp: Path) -> list[dict]:
+def _init_curves(cfg: Config, seeds, steps: int, budgets: Sequence[int], limit: int, tmp: Path) -> list[dict]:
+    """Rows of every (init, seed) run. The runs are independent and each uses one torch thread with its own seed,
+    so with several CPU cores (`stages.cpu_workers`) they run in that many processes, with the same rows."""
+    from mblip.stages import cpu_workers
+    runs = [(init, seed) for init in ("bootstrap", "scratch") for seed in seeds]
+    workers = cpu_workers(len(runs))
+    if workers == 1:
+        from mblip import realign as R
+        feats = R.Features(_root(cfg))
+        examples = R.mix_examples(_root(cfg), feats, "train")
+        return [row for init, seed in runs
+                for row in _init_run(cfg, init, seed, steps, budgets, limit, tmp, examples, feats)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork (a forked child inherits the parent's OpenMP state); each child reads the features and the
+    # task mix from disk again (seconds) rather than receiving them pickled
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_init_run, cfg, init, seed, steps, budgets, limit, tmp) for init, seed in runs]
+        return [row for f in futures for row in f.result()]
+
+
+def _init_run(cfg: Config, init: str, seed: int, steps: int, budgets: Sequence[int], limit: int, tmp: Path,
+              examples=None, feats=None) -> list[dict]:
+    """Re-align one (init, seed) pair, checkpointing every budgets[0] steps, and score every budget."""
     from mblip import realign as R
+    from mblip.stages import cpu_threads
+    cpu_threads()
+    if feats is None:
+        feats = R.Features(_root(cfg))
+        examples = R.mix_examples(_root(cfg), feats, "train")
+    c = copy.deepcopy(cfg)
+    c.realign.qformer_init = init
+    c.realign.ckpt_every = budgets[0]
+    out = tmp / f"{init}-seed{seed}"
+    run = R.realign(c, out_dir=out, seed=seed, steps=steps, name=f"ablations/init_{init}_seed{seed}",
+                    keep_checkpoints=len(range(budgets[0], steps + 1, budgets[0])), examples=examples,
+                    metrics_path=out / "train.json", history_path=out / "history.csv")
+    model = run["model"]
     rows = []
-    for init in ("bootstrap", "scratch"):
-        for seed in seeds:
-            c = copy.deepcopy(cfg)
-            c.realign.qformer_init = init
-            c.realign.ckpt_every = budgets[0]
-            out = tmp / f"{init}-seed{seed}"
-            run = R.realign(c, out_dir=out, seed=seed, steps=steps, name=f"ablations/init_{init}_seed{seed}",
-                            keep_checkpoints=len(range(budgets[0], steps + 1, budgets[0])), examples=examples,
-                            metrics_path=out / "train.json", history_path=out / "history.csv")
-            model = run["model"]
-            for budget in budgets:
-                ck = out / f"step-{budget:08d}"
-                if not ck.exists():
-                    raise FileNotFoundError(f"{ck} missing: budgets must be multiples of {budgets[0]}")
-                model.load_trainable(ck)
-                for lang, acc in _qa_accuracy(c, model, feats, limit).items():
-                    rows.append({"init": init, "seed": seed, "step": budget, "lang": lang, "accuracy": round(acc, 4)})
+    for budget in budgets:
+        ck = out / f"step-{budget:08d}"
+        if not ck.exists():
+            raise FileNotFoundError(f"{ck} missing: budgets must be multiples of {budgets[0]}")
+        model.load_trainable(ck)
+        for lang, acc in _qa_accuracy(c, model, feats, limit).items():
+            rows.append({"init": init, "seed": seed, "step": budget, "lang": lang, "accuracy": round(acc, 4)})
     return rows

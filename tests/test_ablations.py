@@ -4,6 +4,7 @@ covered end to end by test_pipeline_e2e, which reproduces every ablate@ stage on
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -141,3 +142,17 @@ def test_resources_table_sums_wall_and_cpu_and_takes_the_largest_peak(tmp_path):
     _write(tmp_path / "metrics/resources/08_merge.json", {"wall_s": "fast"})
     with pytest.raises(R.ReportInputError, match="08_merge.json: expected wall_s"):
         R.resources_table(tmp_path)
+
+
+def test_cpu_workers_one_per_core_at_most_the_tasks_and_a_bad_override_is_named(monkeypatch):
+    from mblip.stages import cpu_workers
+    monkeypatch.setenv("MBLIP_WORKERS", "3")
+    assert cpu_workers(6) == 3 and cpu_workers(2) == 2
+    monkeypatch.setenv("MBLIP_WORKERS", "1")
+    assert cpu_workers(6) == 1
+    monkeypatch.delenv("MBLIP_WORKERS")
+    assert cpu_workers(100) == len(os.sched_getaffinity(0))
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("MBLIP_WORKERS", bad)
+        with pytest.raises(ValueError, match="MBLIP_WORKERS must be a positive integer"):
+            cpu_workers(2)

@@ -96,6 +96,11 @@ def test_demo_pipeline_end_to_end(repo):
     assert json.loads((dst / "metrics/ablations/english_only.json").read_text())["examples"] > 0
     init = json.loads((dst / "metrics/ablations/init.json").read_text())
     assert sorted(init, key=int) == ["2", "4"] and init["4"]["seeds"] == [0, 1]
+    # the stage ran its four (init, seed) runs in parallel processes where the machine has the cores; one process
+    # gives the same curves
+    curves = (dst / "plots/ablations/init_curves.csv").read_text()
+    run([sys.executable, "-m", "mblip", "ablate-init"], dst, {**env, "MBLIP_WORKERS": "1"})
+    assert (dst / "plots/ablations/init_curves.csv").read_text() == curves
     ablation_md = (dst / "results/tables/ablations.md").read_text()
     assert all(v in ablation_md for v in VARIANTS) and "not run" not in ablation_md
     assert (dst / "results/figures/ablations.png").exists() and (dst / "results/figures/ablation_init_curves.png").exists()
