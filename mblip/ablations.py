@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mblip.config import ABLATIONS, Config, ConfigError
-from mblip.stages import _root, write_json, write_rows
+from mblip.stages import _root, cpu_threads, cpu_workers, process_pool, write_json, write_rows
 
 # name -> (overrides as dotted keys, what the variant tests). Overrides apply on top of the configured experiment,
 # so "base" is whatever params.yaml says (by default the method: bootstrapped Q-Former, warm-up, LoRA on every
@@ -149,7 +149,6 @@ def init_ablation(cfg: Config, seeds: Sequence[int] | None = None, steps: int | 
 def _init_curves(cfg: Config, seeds, steps: int, budgets: Sequence[int], limit: int, tmp: Path) -> list[dict]:
     """Rows of every (init, seed) run. The runs are independent and each uses one torch thread with its own seed,
     so with several CPU cores (`stages.cpu_workers`) they run in that many processes, with the same rows."""
-    from mblip.stages import cpu_workers
     runs = [(init, seed) for init in ("bootstrap", "scratch") for seed in seeds]
     workers = cpu_workers(len(runs))
     if workers == 1:
@@ -158,12 +157,9 @@ def _init_curves(cfg: Config, seeds, steps: int, budgets: Sequence[int], limit: 
         examples = R.mix_examples(_root(cfg), feats, "train")
         return [row for init, seed in runs
                 for row in _init_run(cfg, init, seed, steps, budgets, limit, tmp, examples, feats)]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    # spawn, not fork (a forked child inherits the parent's OpenMP state); each child reads the features and the
-    # task mix from disk again (seconds) rather than receiving them pickled
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # each child reads the features and the task mix from disk again (seconds) rather than receiving them pickled
+    with process_pool(workers) as pool:
         futures = [pool.submit(_init_run, cfg, init, seed, steps, budgets, limit, tmp) for init, seed in runs]
         return [row for f in futures for row in f.result()]
 
@@ -172,7 +168,6 @@ def _init_run(cfg: Config, init: str, seed: int, steps: int, budgets: Sequence[i
               examples=None, feats=None) -> list[dict]:
     """Re-align one (init, seed) pair, checkpointing every budgets[0] steps, and score every budget."""
     from mblip import realign as R
-    from mblip.stages import cpu_threads
     cpu_threads()
     if feats is None:
         feats = R.Features(_root(cfg))

@@ -49,6 +49,14 @@ def cpu_workers(tasks: int) -> int:
     return max(1, min(n, tasks))
 
 
+def process_pool(workers: int):
+    """A `ProcessPoolExecutor` of `workers` spawned processes. Spawn, not fork: a forked child inherits the
+    parent's OpenMP state, which can hang it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def data_dir(cfg: Config) -> Path:
     return _root(cfg) / cfg.data.root / cfg.data.source
 

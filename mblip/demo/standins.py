@@ -1196,20 +1196,15 @@ def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, ima
     groups = [[n for n in chain if n in todo] for chain in CHAINS]
     groups = [g for g in groups if g]
     if workers > 1 and len(groups) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: a forked child inherits the parent's OpenMP state, which can hang it
-        with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+        from mblip.stages import process_pool
+        with process_pool(len(groups)) as pool:
             parts = [f.result() for f in [pool.submit(_train_chain, out_dir, g, **settings) for g in groups]]
     else:
         parts = [_train_chain(out_dir, todo, **settings)]
     metrics: dict = {}
     for part in parts:
         metrics.update(part)
-    metrics["world"] = parts[0]["world"]
-    if "tokenizers" in metrics:
-        metrics["tokenizers"] = next(p["tokenizers"] for p in parts if "tokenizers" in p)
+    metrics["world"] = parts[0]["world"]  # each process builds the world; the first one's time is recorded
     metrics["seconds_total"] = round(time.perf_counter() - start, 1)
     metrics["threads"] = 1
     metrics["workers"] = len(parts)
