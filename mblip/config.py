@@ -115,6 +115,8 @@ class Standins:
                            "0.15 makes English-only XVNLI fine-tuning transfer (README, The stand-ins).", 0.0)
     pair_share: float = doc("Share of batches of MaRVL-style two-scene statements in the multilingual LMs' instruction data.", 0.0)
     match_heads: bool = doc("Start the English LM with duplicate-token attention heads.", False)
+    aligned_words: bool = doc("Start the multilingual \"mT0\" with every language's colour / shape / size / position words "
+                              "near the scene description's word, and with duplicate-token attention heads.", False)
 
     def check(self, key):
         _known(f"{key}.steps", self.steps, list(STANDINS), "stand-in(s) ")

@@ -6,13 +6,14 @@ import torch
 
 from mblip import languages, templates
 from mblip.demo import standins
-from mblip.demo.realise import LANGUAGES, realise, sample_meanings
+from mblip.demo.realise import LANGUAGES, NP, QExist, realise, sample_meanings
 from mblip.demo.world import Obj, Scene, make_scenes, render
 
 # Shrunken sizes: the whole pipeline of stand-ins in seconds.
 TINY = dict(n_train=150, n_val=20, seed=3, vit_steps=40, lm_steps=150, blip2_steps=20, mt0_steps=150,
             bloomz_steps=100, nllb_steps=80, batch_size=16, vit_hidden=32, d_model=32, nllb_d_model=32, multi_vocab=1500,
-            tokenizer_corpus=1500, n_eval=4, lr_scale=4.0, nli_share=0.15, pair_share=0.1, match_heads=True)
+            tokenizer_corpus=1500, n_eval=4, lr_scale=4.0, nli_share=0.15, pair_share=0.1, match_heads=True,
+            aligned_words=True)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,7 @@ def test_unpicked_characters_get_the_same_ids_whatever_order_the_trainer_left_th
 
 def test_workers_change_the_time_not_the_weights(tmp_path):
     """One stand-in of each chain, in one process and in two: byte-identical weights and tokenizers."""
-    small = {**TINY, "nli_share": 0.0, "pair_share": 0.0, "match_heads": False}
+    small = {**TINY, "nli_share": 0.0, "pair_share": 0.0, "match_heads": False, "aligned_words": False}
     files = []
     for workers in (1, 2):
         out = tmp_path / str(workers)
@@ -329,3 +330,52 @@ def test_statement_examples_pair_scenes_and_use_the_eval_prompts():
     r1, r2 = random.Random(5), random.Random(5)
     old = standins.TaskSampler(standins.WorldText(scenes, 1, ["en", "de"]), ["en", "de"])
     assert [plain.batch(r1, 5) for _ in range(10)] == [old.batch(r2, 5) for _ in range(10)]
+
+
+def test_every_language_s_word_for_a_value_starts_near_the_scene_s_word():
+    """`word_anchors` ties the pieces only ever used for one colour / shape / size / position, in any language, to
+    the scene description's word for it, and leaves the instructions' pieces alone; `_aligned_words` then starts
+    them at cosine ~WORD_ALIGN to it, and with match heads a German question's colour finds the scene's colour."""
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    sentences = world_sentences()
+    langs = ["en", "de", "ja"]
+    tok = standins.t5_tokenizer([s for c in langs for s in sentences[c]] + ["scene: left large green circle"], 600)
+    anchors = standins.word_anchors(tok, langs)
+    named = {tok.convert_ids_to_tokens(i): tok.decode(a) for i, a in anchors.items()}
+    for word, value in (("grüne", "green"), ("Kreis", "circle"), ("links", "left"), ("kleine", "small")):
+        pieces = [p for p in named if p.lstrip("▁").startswith(word)]
+        assert pieces and {named[p] for p in pieces} == {value}, (word, pieces)
+    assert any(p.startswith("緑") or p.startswith("▁緑") for p in named), named
+    instructions = {i for c in langs for t in standins.caption_prompts(c) + standins.vqa_prompts("", c)
+                    for i in tok(t, add_special_tokens=False)["input_ids"]}
+    assert not instructions & set(anchors)
+    assert not {i for v in ("green", "circle", "left") for i in tok(v, add_special_tokens=False)["input_ids"]} \
+        & set(anchors)  # the scene's own pieces stay where they are
+
+    torch.manual_seed(0)
+    cfg = MT5Config(vocab_size=len(tok), d_model=64, d_kv=8, d_ff=128, num_layers=2, num_decoder_layers=1,
+                    num_heads=standins.T5_HEADS, dropout_rate=0.0, decoder_start_token_id=0)
+    cfg._attn_implementation = "eager"
+    model = MT5ForConditionalGeneration(cfg)
+    standins._lm_init(model)
+    before = model.get_input_embeddings().weight.clone()
+    assert standins._aligned_words(model, tok, langs) == len(anchors)
+    emb = model.get_input_embeddings().weight
+    cos = torch.nn.functional.cosine_similarity
+    moved = torch.stack([cos(emb[i], emb[a].mean(0), dim=0) for i, a in anchors.items()])
+    assert (moved - standins.WORD_ALIGN).abs().max() < 0.2, moved
+    untouched = [i for i in range(len(tok)) if i not in anchors]
+    assert torch.equal(emb[untouched], before[untouched])
+
+    standins._local_heads(model)
+    standins._match_heads(model)
+    scene = tok("scene: left large green circle | right small red square", add_special_tokens=False)["input_ids"]
+    question = tok(realise(QExist(NP(shape="circle", colour="green")), "de"), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([scene + question])
+    attn = model.get_encoder()(input_ids=ids, output_attentions=True).attentions[0][0]  # (heads, q, k)
+    green = scene.index(tok("green", add_special_tokens=False)["input_ids"][0])
+    german = [k for k, i in enumerate(question) if i in anchors and tok.decode(anchors[i]) == "green"]
+    assert german, tok.convert_ids_to_tokens(question)
+    on_green = attn[list(standins.MATCH_HEADS)][:, len(scene) + german[0], green]
+    assert on_green.mean() > 0.3, on_green
