@@ -48,8 +48,9 @@ from tqdm.auto import tqdm
 from mblip import languages as language_table
 from mblip import templates
 from mblip.demo import annotate
-from mblip.demo.realise import LANGUAGES, N_CAPTION_VARIANTS, realise, sample_meanings
-from mblip.demo.world import COLOURS, POSITIONS, SHAPES, SIZES, Scene, make_scenes, object_centre, render
+from mblip.demo.realise import (DETS, LANGUAGES, N_CAPTION_VARIANTS, NP, Caption, QColour, QCount, QExist, QShape, QSize,
+                                 QWhere, realise, sample_meanings)
+from mblip.demo.world import COLOURS, POSITIONS, SHAPES, SIZES, Obj, Scene, make_scenes, object_centre, render
 
 IMAGE_TOKEN = "<image>"
 # Special tokens, in the id order of the real models' vocabularies.
@@ -717,8 +718,9 @@ def _match_heads(model: nn.Module, seed: int = 0) -> None:
     heads and two free 0.77; two local, four match and two free heads 0.86; six local and these two match heads
     0.92 (yes/no existence 0.57 -> 0.98, where 0.52 -> 0.89). In the nine-language "mT0" (3,000 steps) they gave
     0.63-0.71 per language against 0.68-0.73 without: most of its questions are not in the scene's language, whose
-    words a German or Japanese word does not equal. Only the English LM ("Flan-T5") can start with them
-    (`standins.match_heads`); in the demo pipeline the BLIP-2 aligned to that stronger LM was no better.
+    words a German or Japanese word does not equal, unless the words start aligned (`_aligned_words`; both with
+    `standins.aligned_words`). The English LM ("Flan-T5") starts with them with `standins.match_heads`; in the demo
+    pipeline the BLIP-2 aligned to that stronger LM was no better.
     """
     cfg = model.config
     enc = model.get_encoder()
@@ -748,10 +750,6 @@ def _word_meanings(langs: Sequence[str]) -> list[tuple[dict[str, str | None], st
     type, counting question and one-object caption, so every inflected form (case, number, gender, noun class) a
     language uses for a word turns up.
     """
-    from mblip.demo.realise import NP, Caption, QColour, QCount, QExist, QShape, QSize, QWhere
-    from mblip.demo.world import Obj
-    from mblip.demo.realise import DETS
-
     meanings: list[tuple[dict, object]] = []
     for shape, colour, size, position, det in itertools.product((None, *SHAPES), (None, *COLOURS), (None, *SIZES),
                                                                   (None, *POSITIONS), DETS):
