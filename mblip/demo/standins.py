@@ -741,6 +741,7 @@ def _match_heads(model: nn.Module, seed: int = 0) -> None:
 
 # How close a word's embedding starts to the scene description's word for the same thing (`_aligned_words`).
 WORD_ALIGN = 0.9
+WORD_ATTRIBUTES = ("shape", "colour", "size", "position")  # what a scene description's words name
 
 
 def _word_meanings(langs: Sequence[str]) -> list[tuple[dict[str, str | None], str, str]]:
@@ -755,14 +756,14 @@ def _word_meanings(langs: Sequence[str]) -> list[tuple[dict[str, str | None], st
                                                                   (None, *POSITIONS), DETS):
         if shape is None and colour is None:
             continue
-        values = {"shape": shape, "colour": colour, "size": size, "position": position}
+        values = dict(zip(WORD_ATTRIBUTES, (shape, colour, size, position)))
         ref = NP(shape=shape, colour=colour, size=size, position=position, det=det)
         meanings += [(values, ref), *((values, q(ref)) for q in (QExist, QColour, QShape, QSize, QWhere))]
         if size is None and position is None and det == "indef":
             meanings.append((values, QCount(NP(shape=shape, colour=colour))))
     for shape, colour, size, position in itertools.product(SHAPES, COLOURS, SIZES, POSITIONS):
         obj = Obj(shape=shape, colour=colour, size=size, position=position)
-        values = {"shape": shape, "colour": colour, "size": size, "position": position}
+        values = dict(zip(WORD_ATTRIBUTES, (shape, colour, size, position)))
         meanings += [(values, Caption((obj,), variant)) for variant in range(N_CAPTION_VARIANTS)]
     out = []
     for values, meaning in meanings:
@@ -771,7 +772,7 @@ def _word_meanings(langs: Sequence[str]) -> list[tuple[dict[str, str | None], st
                 out.append((values, code, realise(meaning, code)))
             except ValueError:  # a combination a language has no construction for
                 continue
-    none = dict.fromkeys(out[0][0])  # the instructions name no attribute value
+    none = dict.fromkeys(WORD_ATTRIBUTES)  # the instructions name no attribute value
     for code in langs:
         out += [(none, code, text) for text in (*caption_prompts(code), *vqa_prompts("", code))]
     return out
@@ -791,7 +792,7 @@ def word_anchors(tok, langs: Sequence[str]) -> dict[int, list[int]]:
     seen: dict[int, dict[str, set]] = {}
     for (values, _, _), piece_ids in zip(records, ids):
         for i in set(piece_ids):
-            slots = seen.setdefault(i, {a: set() for a in values})
+            slots = seen.setdefault(i, {a: set() for a in WORD_ATTRIBUTES})
             for a, v in values.items():
                 slots[a].add(v)
     scene = {v: _encode(tok, [v], add_special_tokens=False)[0] for v in (*SHAPES, *COLOURS, *SIZES, *POSITIONS)}
