@@ -117,6 +117,9 @@ class Standins:
     match_heads: bool = doc("Start the English LM with duplicate-token attention heads.", False)
     aligned_words: bool = doc("Start the multilingual \"mT0\" with every language's colour / shape / size / position words "
                               "near the scene description's word, and with duplicate-token attention heads.", False)
+    blip2_query_tokens: int = doc("Query tokens of the English \"BLIP-2\" (the paper's BLIP-2 has 32); realign keeps them.", 8)
+    blip2_text_target: float = doc("Weight of the English \"BLIP-2\"'s scene-description target: query k is also pulled to "
+                                   "the LM's embedding of the description's token k (README, The stand-ins); 0 = LM loss only.", 0.0)
 
     def check(self, key):
         _known(f"{key}.steps", self.steps, list(STANDINS), "stand-in(s) ")
@@ -124,8 +127,11 @@ class Standins:
             raise ConfigError(f"{key}: nli_share and pair_share must be >= 0 and sum to less than 1 (captions and VQA "
                               f"need the rest), got {self.nli_share} and {self.pair_share}")
         if any(v < 1 for v in self.steps.values()) or self.d_model < 8 or self.vit_hidden < 8 \
-                or (self.text_scenes is not None and self.text_scenes < 1):
-            raise ConfigError(f"{key}: steps and text_scenes must be positive and d_model/vit_hidden >= 8")
+                or (self.text_scenes is not None and self.text_scenes < 1) or self.blip2_query_tokens < 1:
+            raise ConfigError(f"{key}: steps, text_scenes and blip2_query_tokens must be positive and "
+                              f"d_model/vit_hidden >= 8")
+        if self.blip2_text_target < 0:
+            raise ConfigError(f"{key}.blip2_text_target must be >= 0 (0 = LM loss only), got {self.blip2_text_target}")
 
 
 @dataclass

@@ -375,7 +375,9 @@ def standins(cfg: Config) -> dict:
         metrics = train_all(out, n_train=w.n_train, n_val=w.n_val, image_size=w.image_size, max_objects=w.max_objects,
                             langs=cfg.languages.use, seed=cfg.seed, d_model=s.d_model, vit_hidden=s.vit_hidden, n_eval=s.n_eval,
                             n_text=s.text_scenes, nli_share=s.nli_share, pair_share=s.pair_share,
-                            match_heads=s.match_heads, aligned_words=s.aligned_words, workers=cpu_workers(2),
+                            match_heads=s.match_heads, aligned_words=s.aligned_words,
+                            blip2_query_tokens=s.blip2_query_tokens, blip2_text_target=s.blip2_text_target,
+                            workers=cpu_workers(2),
                             **{f"{_STEP_ARG.get(k, k)}_steps": v for k, v in s.steps.items()})
     write_json(root / "metrics/standins.json", metrics)
     return metrics

@@ -88,7 +88,8 @@ def test_blip2_cached_feature_path_equals_the_pixel_path(standin_dir):
         [[blip2.config.image_token_index] * blip2.config.num_query_tokens] * 3, ["Caption the image."] * 3,
         ["A red circle.", "Two squares.", "A blue triangle."])
     with torch.no_grad():
-        cached = standins._blip2_forward(blip2, standins.vision_features(blip2.vision_model, x), batch).loss
+        queries = standins._query_features(blip2, standins.vision_features(blip2.vision_model, x))
+        cached = standins._blip2_forward(blip2, queries, batch).loss
         direct = blip2(pixel_values=x, **batch).loss
     assert torch.allclose(cached, direct, atol=1e-5)
 
@@ -153,6 +154,7 @@ def test_metrics_are_reported_for_every_stand_in(standin_dir):
         assert metrics[name]["nli_n"] == 3 * TINY["n_eval"] and metrics[name]["pair_n"] == TINY["n_eval"]
     targets = set(LANGUAGES) - {"en"}
     assert set(metrics["nllb"]["sentence_acc"]) == targets | {f"{c}_to_en" for c in targets}
+    assert set(metrics["nllb"]["question_acc"]) == targets and 0 < metrics["nllb"]["n_questions"] <= 50
     assert (out / "metrics.json").exists()
 
 
@@ -173,6 +175,40 @@ def test_vision_encoder_learns_attributes(tmp_path):
                               batch_size=32, lr=3e-3, seed=0)
     # chance: colour 0.2, size 0.5 (occupied columns)
     assert m["colour"] > 0.6 and m["size"] > 0.65, m
+
+
+def test_text_target_loss_by_hand():
+    emb = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [0.0, 3.0]])  # mean square (0 + 2 + 4 + 9) / 8
+    queries = torch.tensor([[[1.0, 1.0], [0.0, 0.0], [5.0, 5.0]],  # scene [1, 2]: query 3 is free
+                            [[0.0, 1.0], [9.0, 9.0], [9.0, 9.0]]])  # scene [3, 1, 2, 2]: cut to 3 queries
+    loss = standins.text_target_loss(queries, [[1, 2], [3, 1, 2, 2]], emb)
+    # squared distances / 2 dims: 0, (4 + 0) / 2, then (0 + 4) / 2, (64 + 64) / 2, (49 + 81) / 2;
+    # mean over the 5 used queries, / (15 / 8)
+    assert loss.item() == pytest.approx((0 + 2 + 2 + 64 + 65) / 5 / (15 / 8))
+
+
+def test_text_target_puts_the_scene_description_into_the_lm_s_input_space(standin_dir, tmp_path):
+    from transformers import AutoTokenizer, Blip2ForConditionalGeneration
+
+    out, _ = standin_dir
+    torch.set_num_threads(1)
+    train, val = make_scenes(150, "train", 3), make_scenes(20, "val", 3)
+    x, xv = standins.pixels(train, 64, 3), standins.pixels(val, 64, 3)
+    texts = standins.WorldText(train, 3, ["en"])
+    held_out = {}
+    for weight in (0.0, 1.0):
+        folder = tmp_path / str(weight)
+        standins.train_blip2_english(folder, out / "vit", out / "flan-t5", texts, val, x, xv, num_query_tokens=24,
+                                     steps=150, batch_size=16, lr=8e-3, n_eval=2, text_target=weight, seed=0)
+        blip2 = Blip2ForConditionalGeneration.from_pretrained(str(folder)).eval()
+        assert blip2.config.num_query_tokens == 24
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        with torch.no_grad():
+            queries = standins._query_features(blip2, standins.vision_features(blip2.vision_model, xv))
+            held_out[weight] = standins.text_target_loss(queries, standins._scene_ids(tok, val),
+                                                         blip2.language_model.get_input_embeddings().weight).item()
+    # on held-out images the queries come to stand for the description's tokens; the LM loss alone does not do that
+    assert held_out[1.0] < 0.5 * held_out[0.0], held_out
 
 
 def test_training_is_deterministic(tmp_path):
