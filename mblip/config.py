@@ -104,7 +104,7 @@ def _known(where: str, values, allowed: list, noun: str = "") -> None:
 
 @dataclass
 class Standins:
-    """The demo's pretrained parts, trained by the `standins` stage (mblip/demo/standins.py)."""
+    """The demo's pretrained parts, trained by the `standins` stage (mblip/demo/standins/)."""
     train: bool = doc("Train the stand-ins (demo); false = models.* are hub ids and the stage only records them.", False)
     steps: dict[str, int] = doc(f"Optimizer steps per stand-in, overriding the defaults; keys from {STANDINS}.", factory=dict)
     d_model: int = doc("Width of every stand-in LM (equal widths let realign reuse BLIP-2's projection).", 64)

@@ -88,8 +88,8 @@ def test_blip2_cached_feature_path_equals_the_pixel_path(standin_dir):
         [[blip2.config.image_token_index] * blip2.config.num_query_tokens] * 3, ["Caption the image."] * 3,
         ["A red circle.", "Two squares.", "A blue triangle."])
     with torch.no_grad():
-        queries = standins._query_features(blip2, standins.vision_features(blip2.vision_model, x))
-        cached = standins._blip2_forward(blip2, queries, batch).loss
+        queries = standins.vision._query_features(blip2, standins.vision_features(blip2.vision_model, x))
+        cached = standins.vision._blip2_forward(blip2, queries, batch).loss
         direct = blip2(pixel_values=x, **batch).loss
     assert torch.allclose(cached, direct, atol=1e-5)
 
@@ -204,8 +204,8 @@ def test_text_target_puts_the_scene_description_into_the_lm_s_input_space(standi
         assert blip2.config.num_query_tokens == 24
         tok = AutoTokenizer.from_pretrained(str(folder))
         with torch.no_grad():
-            queries = standins._query_features(blip2, standins.vision_features(blip2.vision_model, xv))
-            held_out[weight] = standins.text_target_loss(queries, standins._scene_ids(tok, val),
+            queries = standins.vision._query_features(blip2, standins.vision_features(blip2.vision_model, xv))
+            held_out[weight] = standins.text_target_loss(queries, standins.common._scene_ids(tok, val),
                                                          blip2.language_model.get_input_embeddings().weight).item()
     # on held-out images the queries come to stand for the description's tokens; the LM loss alone does not do that
     assert held_out[1.0] < 0.5 * held_out[0.0], held_out
@@ -234,7 +234,7 @@ def test_unpicked_characters_get_the_same_ids_whatever_order_the_trainer_left_th
         made_up = [(ch, round(lowest - 1e-4 * (k + 1), 6)) for k, ch in enumerate(order)]
         made_up.append(("qué", made_up[-1][1]))  # as seen in the demo: a longer piece at the last made-up score
         tok = Tokenizer(models.Unigram([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + real + made_up, unk_id=2))
-        vocabs.append(standins._respecial(tok, ["<pad>", "</s>", "<unk>"]).get_vocab())
+        vocabs.append(standins.text._respecial(tok, ["<pad>", "</s>", "<unk>"]).get_vocab())
     assert vocabs[0] == vocabs[1]
     ids = vocabs[0]
     # the real pieces keep their order, above the made-up run, which is sorted by text
@@ -277,7 +277,7 @@ def test_local_heads_start_on_their_neighbour():
                     num_heads=standins.T5_HEADS, dropout_rate=0.0, decoder_start_token_id=0)
     cfg._attn_implementation = "eager"  # attention weights are only returned by the eager path
     model = MT5ForConditionalGeneration(cfg)
-    standins._local_heads(model)
+    standins.priors._local_heads(model)
     ids = torch.randint(3, 50, (1, 12))
     attn = model.get_encoder()(input_ids=ids, output_attentions=True).attentions[0][0]  # (heads, query, key)
     q = torch.arange(4, 8)  # queries with neighbours 3 tokens away on both sides
@@ -311,9 +311,9 @@ def test_match_heads_start_on_the_other_occurrence_of_their_token():
                     num_heads=standins.T5_HEADS, dropout_rate=0.0, decoder_start_token_id=0)
     cfg._attn_implementation = "eager"
     model = MT5ForConditionalGeneration(cfg)
-    standins._lm_init(model)
-    standins._local_heads(model)
-    standins._match_heads(model)
+    standins.priors._lm_init(model)
+    standins.priors._local_heads(model)
+    standins.priors._match_heads(model)
     # 20 sequences of 10 distinct tokens, position 7 repeating position 2's token
     g = torch.Generator().manual_seed(1)
     ids = torch.stack([torch.randperm(57, generator=g)[:10] + 3 for _ in range(20)])
@@ -394,9 +394,9 @@ def test_every_language_s_word_for_a_value_starts_near_the_scene_s_word():
                     num_heads=standins.T5_HEADS, dropout_rate=0.0, decoder_start_token_id=0)
     cfg._attn_implementation = "eager"
     model = MT5ForConditionalGeneration(cfg)
-    standins._lm_init(model)
+    standins.priors._lm_init(model)
     before = model.get_input_embeddings().weight.clone()
-    assert standins._aligned_words(model, tok, langs) == len(anchors)
+    assert standins.priors._aligned_words(model, tok, langs) == len(anchors)
     emb = model.get_input_embeddings().weight
     cos = torch.nn.functional.cosine_similarity
     moved = torch.stack([cos(emb[i], emb[a].mean(0), dim=0) for i, a in anchors.items()])
@@ -404,8 +404,8 @@ def test_every_language_s_word_for_a_value_starts_near_the_scene_s_word():
     untouched = [i for i in range(len(tok)) if i not in anchors]
     assert torch.equal(emb[untouched], before[untouched])
 
-    standins._local_heads(model)
-    standins._match_heads(model)
+    standins.priors._local_heads(model)
+    standins.priors._match_heads(model)
     scene = tok("scene: left large green circle | right small red square", add_special_tokens=False)["input_ids"]
     question = tok(realise(QExist(NP(shape="circle", colour="green")), "de"), add_special_tokens=False)["input_ids"]
     ids = torch.tensor([scene + question])
