@@ -59,3 +59,21 @@ def test_dvc_stages_run_their_notebook_and_track_the_sections_they_read():
         for p in st.get("params", []):
             key = p if isinstance(p, str) else next(iter(p))
             assert key.split(".")[0] in params, f"stage {name}: param {key} is not in params.yaml"
+
+
+def test_every_stage_dependency_exists_and_code_folders_ignore_bytecode():
+    """A renamed module must not leave a stale path in dvc.yaml (the stage would fail on a fresh clone), and a
+    dependency that is a folder of Python code must not change when Python writes __pycache__ into it (DVC hashes
+    every file of a folder dependency that .dvcignore does not exclude)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    ignored = (ROOT / ".dvcignore").read_text().split()
+    generated = {out if isinstance(out, str) else next(iter(out))
+                 for st in dvc["stages"].values() for out in st.get("do", st).get("outs", [])}
+    for name, st in dvc["stages"].items():
+        for dep in st.get("do", st)["deps"]:
+            path = dep.replace("${preset}", "demo")
+            if "${" in path or path in generated or path.split("/")[0] in ("data", "models", "artifacts"):
+                continue  # made by an earlier stage (or by `mblip fetch`), or per foreach item
+            assert (ROOT / path).exists(), f"stage {name}: dependency {dep} does not exist"
+            if (ROOT / path).is_dir() and any((ROOT / path).rglob("*.py")):
+                assert "__pycache__/" in ignored, f"stage {name}: folder {dep} holds Python code; add __pycache__/ to .dvcignore"
