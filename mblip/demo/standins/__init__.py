@@ -89,7 +89,7 @@ CHAINS = (("vit", "flan_t5", "blip2", "nllb"), ("mt0", "bloomz"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 7. everything, in order
+# train_all: every stand-in, in training order
 
 
 def train_all(out_dir: str | Path, *, n_train: int = 4000, n_val: int = 300, image_size: int = 64,

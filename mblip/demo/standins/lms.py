@@ -48,7 +48,7 @@ def _seq2seq_predictor(model, tok, scene_ids: list[list[int]], batch_size: int =
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 2. English LM ("Flan-T5")
+# English LM ("Flan-T5")
 
 
 def train_english_lm(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], *,
@@ -90,7 +90,7 @@ def train_english_lm(out_dir: str | Path, texts: WorldText, val_scenes: Sequence
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 4. multilingual seq2seq LM ("mT0")
+# multilingual seq2seq LM ("mT0")
 
 
 def train_mt0(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], tokenizer, *,
@@ -142,7 +142,7 @@ def train_mt0(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 5. multilingual causal LM ("BLOOMZ")
+# multilingual causal LM ("BLOOMZ")
 
 
 def train_bloomz(out_dir: str | Path, texts: WorldText, val_scenes: Sequence[Scene], tokenizer, *,
@@ -200,7 +200,7 @@ def _bloom_prompts(tok, scene_ids: Sequence[list[int]], instructions: Sequence[s
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 6. translator ("NLLB")
+# translator ("NLLB")
 
 
 def parallel_text(texts: WorldText, langs: Sequence[str]) -> list[dict[str, str]]:

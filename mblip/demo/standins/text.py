@@ -47,10 +47,18 @@ def _name(code: str) -> str:
 # task examples: (scene index, instruction, target), drawn one at a time from a seeded RNG
 
 
+def _per_lang(rec: dict, *fields: str) -> dict:
+    """{lang: value} of one annotation record, English and every gold language; value = rec's field, or a tuple of
+    fields when several are named."""
+    def get(t):
+        return t[fields[0]] if len(fields) == 1 else tuple(t[f] for f in fields)
+    return {"en": get(rec["en"]), **{c: get(t) for c, t in rec["gold"].items()}}
+
+
 def _captions(scenes: Sequence[Scene], seed: int, langs: Sequence[str]) -> list[tuple[int, list[dict]]]:
     """(scene index, [{lang: caption} per caption variant]) for every scene."""
     recs = annotate.captions(scenes, seed, [c for c in langs if c != "en"])
-    texts = [{"en": r["en"]["caption"], **{c: t["caption"] for c, t in r["gold"].items()}} for r in recs]
+    texts = [_per_lang(r, "caption") for r in recs]
     return [(i, texts[i * N_CAPTION_VARIANTS:(i + 1) * N_CAPTION_VARIANTS]) for i in range(len(scenes))]
 
 
@@ -58,9 +66,7 @@ def _questions(scenes: Sequence[Scene], seed: int, langs: Sequence[str], make=an
     """(scene index, {lang: (question, answer)}) for the VQA (or GQA) questions of every scene."""
     index = {annotate.image_path(s.id): i for i, s in enumerate(scenes)}
     recs = make(scenes, seed, [c for c in langs if c != "en"])
-    return [(index[r["image"]], {"en": (r["en"]["question"], r["en"]["answer"]),
-                                 **{c: (t["question"], t["answer"]) for c, t in r["gold"].items()}})
-            for r in recs]
+    return [(index[r["image"]], _per_lang(r, "question", "answer")) for r in recs]
 
 
 def caption_prompts(code: str) -> list[str]:
@@ -90,16 +96,15 @@ def vqa_prompts(question: str, answer_code: str) -> list[str]:
 def _hypotheses(scenes: Sequence[Scene], seed: int, langs: Sequence[str]) -> list[tuple[int, dict, str]]:
     """(scene index, {lang: hypothesis}, yes / no / maybe) for the XVNLI-style hypotheses of every scene."""
     index = {annotate.image_path(s.id): i for i, s in enumerate(scenes)}
-    return [(index[r["image"]], {"en": r["en"]["hypothesis"], **{c: t["hypothesis"] for c, t in r["gold"].items()}},
-             templates.XVNLI_LABELS[r["label"]]) for r in annotate.nli(scenes, seed, [c for c in langs if c != "en"])]
+    return [(index[r["image"]], _per_lang(r, "hypothesis"), templates.XVNLI_LABELS[r["label"]])
+            for r in annotate.nli(scenes, seed, [c for c in langs if c != "en"])]
 
 
 def _statements(scenes: Sequence[Scene], seed: int, langs: Sequence[str]) -> list[tuple[tuple[int, int], dict, str]]:
     """((left, right) scene indices, {lang: statement}, yes / no) for MaRVL-style statements over scene pairs."""
     index = {s.id: i for i, s in enumerate(scenes)}
-    return [((index[r["left"]], index[r["right"]]),
-             {"en": r["en"]["statement"], **{c: t["statement"] for c, t in r["gold"].items()}},
-             "yes" if r["label"] else "no") for r in annotate.two_image(scenes, seed, [c for c in langs if c != "en"])]
+    return [((index[r["left"]], index[r["right"]]), _per_lang(r, "statement"), "yes" if r["label"] else "no")
+            for r in annotate.two_image(scenes, seed, [c for c in langs if c != "en"])]
 
 
 class WorldText:

@@ -20,7 +20,7 @@ N_ATTR = {"shape": len(SHAPES) + 1, "colour": len(COLOURS), "size": len(SIZES)} 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 1. vision encoder ("EVA-CLIP")
+# vision encoder ("EVA-CLIP")
 
 
 def image_processor(image_size: int = 64):
@@ -174,7 +174,7 @@ def _sincos_positions(vit: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 3. English BLIP-2: frozen ViT + new Q-Former + projection, aligned to the frozen English LM
+# English BLIP-2: frozen ViT + new Q-Former + projection, aligned to the frozen English LM
 
 
 @torch.no_grad()
