@@ -104,8 +104,8 @@ def test_data_order_is_seeded_resumable_and_shared_out_by_process():
 def test_a_tiny_model_learns_a_tiny_task(build_tiny, llm, tmp_path):
     model = build_tiny(llm)
     data = toy_task()
-    # 3e-3 for 100 steps, not 1e-2 for 60: at 1e-2 the run is chaotic, and one seed in six (or one CPU kernel set,
-    # e.g. ATEN_CPU_CAPABILITY=avx2) ends confusing two colours; at 3e-3, 12 seeds x 2 kernel sets all learn it
+    # 3e-3 for 100 steps, not 1e-2 for 60: at 1e-2 one seed in six (with either of two CPU kernel sets,
+    # ATEN_CPU_CAPABILITY) ended confusing two colours; at 3e-3, 12 seeds x 2 kernel sets all learned it
     history = train(model, data, collate=Collator.for_model(model), batch_size=8, steps=100, lr_qformer=3e-3,
                     lr_lora=3e-3, warmup_steps=5, out_dir=tmp_path, log_every=10, progress=False)
     assert history[-1]["loss"] < 0.1 * history[0]["loss"]
