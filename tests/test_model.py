@@ -364,3 +364,17 @@ def test_quantisation_configs_follow_the_protocol():
     assert q4.load_in_4bit and q4.bnb_4bit_quant_type == "nf4" and q4.bnb_4bit_compute_dtype == torch.bfloat16
     assert set(q4.llm_int8_skip_modules) == {"lm_head", "vision_model"} and not q4.bnb_4bit_use_double_quant
     assert _quant_config("none", "mt5", "cuda:0") is None and _quant_config("8bit", "mt5", "meta") is None
+
+
+def test_the_tiny_tokenizers_are_the_same_in_every_process(tmp_path):
+    """The tiny models of these tests are only reproducible if their tokenizers are: the Unigram trainer's scores
+    differ between processes in the last bits, so `save_tokenizer` puts the pieces in canonical order."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    for k in range(2):
+        code = f"import conftest; conftest.save_tokenizer({str(tmp_path / str(k))!r}, 'unigram')"
+        subprocess.run([sys.executable, "-c", code], cwd=tests, check=True, capture_output=True)
+    assert (tmp_path / "0" / "tokenizer.json").read_bytes() == (tmp_path / "1" / "tokenizer.json").read_bytes()
