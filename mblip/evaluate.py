@@ -58,9 +58,9 @@ from mblip import templates as T
 
 __all__ = [
     "Decoding", "DECODING", "Example", "Layout", "Benchmark", "BENCHMARKS", "EvalResult", "EvalDataError",
-    "ImageError", "Evaluator", "XGQA", "XVNLI", "MaRVL", "XFlickrCO", "XM3600", "MaXM", "POPE", "CHAIR", "VQAv2",
-    "COCOCaptions", "get_benchmark", "load_examples", "check_images", "run", "score", "read_predictions",
-    "add_score_parser", "main",
+    "ImageError", "Evaluator", "GQA_TYPE_KINDS", "accuracy_by_type", "XGQA", "XVNLI", "MaRVL", "XFlickrCO",
+    "XM3600", "MaXM", "POPE", "CHAIR", "VQAv2", "COCOCaptions", "get_benchmark", "load_examples", "check_images",
+    "run", "score", "read_predictions", "add_score_parser", "main",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,8 @@ class Example:
     """(file, line number) for JSONL, (file, regex locating the record) for JSON; see :attr:`where`."""
     images: tuple[Path, ...] = ()
     """Resolved image paths (filled by :func:`load_examples`)."""
+    types: Mapping[str, str] = field(default_factory=dict)
+    """Question types where the file has them (GQA's ``types``: ``structural``, ``semantic``, ``detailed``)."""
 
     @property
     def where(self) -> str:
@@ -317,6 +319,24 @@ class _ExactMatch(Evaluator):
                 [{"correct": c} for c in correct])
 
 
+# GQA's question-type fields, in the order its official eval.py reports them (structural, semantic) + ``detailed``
+GQA_TYPE_KINDS = ("structural", "semantic", "detailed")
+
+
+def accuracy_by_type(examples: Sequence[Example], correct: Sequence[bool]) -> dict[str, dict[str, dict]]:
+    """``{kind: {type: {"accuracy", "n"}}}`` over the examples that carry a type of that kind (GQA's eval.py
+    reports accuracy per structural and per semantic type; ``detailed`` is GQA's fine-grained type)."""
+    out: dict[str, dict[str, dict]] = {}
+    for kind in GQA_TYPE_KINDS:
+        hits: dict[str, list[bool]] = {}
+        for ex, c in zip(examples, correct):
+            if ex.types.get(kind):
+                hits.setdefault(ex.types[kind], []).append(c)
+        if hits:
+            out[kind] = {t: {"accuracy": sum(v) / len(v), "n": len(v)} for t, v in sorted(hits.items())}
+    return out
+
+
 class XGQA(_ExactMatch):
     """xGQA (IGLUE), mBLIP protocol (eval-suite §3).
 
@@ -328,6 +348,10 @@ class XGQA(_ExactMatch):
     Differs from IGLUE's ``GQA_score.py``: predictions are free text normalised by ``vqa_clean`` (IGLUE compares
     classifier outputs verbatim), so 8 GQA answers such as "t-shirt" can never be matched (kept, faithful to
     mBLIP). Not the 12,578-question zero-shot test-dev file (numbers on the two are not comparable).
+
+    Adds, per language, ``by_type``: accuracy per GQA question type (``types.structural`` / ``semantic`` /
+    ``detailed`` of each question, as GQA's own eval.py breaks accuracy down; `accuracy_by_type`), and each
+    prediction row carries its ``types``. Files without ``types`` give no ``by_type``.
     """
     name = "xgqa"
     FORMAT = "xGQA (GQA questions dict: {question_id: {imageId, question, answer}})"
@@ -344,11 +368,21 @@ class XGQA(_ExactMatch):
                 break
             src = (path, _key_regex(qid))
             question = _get(q, "question", src, self.FORMAT)
+            types = q.get("types")
             examples.append(Example(
                 id=str(qid), lang=lang, prompt=_prompt("xgqa", question),
                 reference=_get(q, "answer", src, self.FORMAT),
-                image_fields=({"name": _get(q, "imageId", src, self.FORMAT)},), source=src))
+                image_fields=({"name": _get(q, "imageId", src, self.FORMAT)},), source=src,
+                types={k: str(types[k]) for k in GQA_TYPE_KINDS if types.get(k)} if isinstance(types, dict) else {}))
         return examples, {}
+
+    def score(self, examples, predictions, lang):
+        metrics, extras = super().score(examples, predictions, lang)
+        by_type = accuracy_by_type(examples, [e["correct"] for e in extras])
+        if by_type:
+            metrics["by_type"] = by_type
+            extras = [{**e, "types": dict(ex.types)} for e, ex in zip(extras, examples)]
+        return metrics, extras
 
 
 class XVNLI(_ExactMatch):

@@ -406,17 +406,22 @@ def load_model(cfg: Config, which: str = "realign"):
 def evaluate(cfg: Config, bench: str, which: str = "realign", model=None):
     """Run one benchmark's evaluator on a trained model; metrics -> ``metrics/eval/<which>/<bench>.json``,
     per-language rows -> ``plots/eval/<which>/<bench>.csv``, predictions kept in ``artifacts/eval/``."""
-    from mblip import evaluate as E
-    root = _root(cfg)
     model = model or load_model(cfg, which)
-    tag = which.replace("/", "-")
-    gen = make_generate(model, Features(root), batch_size=cfg.eval.batch_size)
+    gen = make_generate(model, Features(_root(cfg)), batch_size=cfg.eval.batch_size)
+    return run_eval(cfg, bench, gen, which.replace("/", "-"))
+
+
+def run_eval(cfg: Config, bench: str, generate, tag: str):
+    """`mblip.evaluate.run` with the config's layout, languages, decoding, batch size and limit, recorded under
+    `tag`: ``metrics/eval/<tag>/<bench>.json``, ``plots/eval/<tag>/<bench>.csv``, ``artifacts/eval/<tag>/<bench>/``."""
+    from mblip import evaluate as E
+    from mblip.stages import write_rows
+    root = _root(cfg)
     decoding = {"num_beams": cfg.eval.num_beams} if cfg.eval.num_beams else None
-    result = E.run(bench, gen, data_dir(cfg), root / "artifacts/eval" / tag / bench, layout=cfg.eval.layout,
+    result = E.run(bench, generate, data_dir(cfg), root / "artifacts/eval" / tag / bench, layout=cfg.eval.layout,
                    languages=cfg.eval.languages, decoding=decoding, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit)
     write_json(root / "metrics/eval" / tag / f"{bench}.json",
                {"per_language": result.metrics["per_language"], "average": result.metrics["average"]})
-    from mblip.stages import write_rows
     write_rows(root / "plots/eval" / tag / f"{bench}.csv", [{**r, "model": tag} for r in result.rows])
     return result
 

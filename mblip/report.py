@@ -215,8 +215,8 @@ def read_eval(root: Path, model: str, bench: str) -> dict | None:
     None when that evaluation was not run."""
     path = Path(root) / "metrics/eval" / model / f"{bench}.json"
     d = _read_json(path)
-    if d is None:
-        return None
+    if d is None or (isinstance(d, dict) and "status" in d and "per_language" not in d):
+        return None  # not run, or a stage that records why it does not apply (the ceiling with paper data)
     per = d.get("per_language") if isinstance(d, dict) else None
     if not isinstance(per, dict) or not per or not all(isinstance(m, dict) for m in per.values()):
         raise ReportInputError(f"{path}: expected {{'per_language': {{lang: {{metric: value}}}}, 'average': ...}} "
@@ -342,9 +342,10 @@ def hallucination_table(root: Path, cfg=None, paper_model: str = "mt0-xl", paper
 
 
 def standins_table(root: Path):
-    """The demo's stand-ins on held-out scenes beside the re-aligned model. mT0/BLOOMZ answer xGQA-style questions
-    from the *textual* scene description, so their exact match is the ceiling for a model that must read the
-    scene from pixels through the Q-Former. (Held-out stand-in scenes, not the benchmark's test scenes.)"""
+    """The demo's stand-ins beside the re-aligned model. mT0/BLOOMZ answer xGQA-style questions from the *textual*
+    scene description, so their exact match is the ceiling for a model that must read the scene from pixels through
+    the Q-Former: on the xGQA analogue's own test questions (``metrics/eval/ceiling/xgqa.json``, `mblip.ceiling`,
+    the LLM that was re-aligned) and, from the standins stage, on held-out stand-in scenes."""
     import pandas as pd
     path = Path(root) / "metrics/standins.json"
     d = _read_json(path)
@@ -352,8 +353,12 @@ def standins_table(root: Path):
     if not isinstance(d, dict) or not any(isinstance((d.get(k) or {}).get("qa_em"), dict) for k in ("mt0", "bloomz")):
         return pd.DataFrame([{"lang": "", "status": f"{NOT_RUN} (the demo trains stand-ins; "
                                                     "paper presets use released checkpoints)"}])
-    cols = {"mT0 text-only QA EM (ceiling)": ("mt0", "qa_em"), "BLOOMZ text-only QA EM": ("bloomz", "qa_em")}
+    cols = {"mT0 text-only QA EM (held-out)": ("mt0", "qa_em"),
+            "BLOOMZ text-only QA EM (held-out)": ("bloomz", "qa_em")}
     per = {}
+    ceiling = read_eval(root, "ceiling", "xgqa")
+    if ceiling is not None:
+        per["text-only xGQA acc (ceiling, same questions)"] = _metric(ceiling, "xgqa", "accuracy")
     for name, (part, key) in cols.items():
         v = (d.get(part) or {}).get(key)
         if v is None:
@@ -376,6 +381,100 @@ def standins_table(root: Path):
             row[name] = _r(v) if l == "en" and _is_num(v) else None
         rows.append({**row, "status": "ok"})
     return pd.DataFrame(rows)
+
+
+CEILING_BENCHES = ("xgqa", "xvnli", "marvl", "xm3600")  # the demo benchmarks the ceiling stage can score
+
+
+def _ceiling_missing(root: Path, cfg, bench: str) -> str:
+    d = _read_json(Path(root) / "metrics/eval/ceiling" / f"{bench}.json")
+    if isinstance(d, dict) and isinstance(d.get("status"), str):
+        return d["status"]
+    if cfg is not None and bench in cfg.eval.benchmarks:
+        return f"missing metrics/eval/ceiling/{bench}.json (run `dvc repro ceiling@{bench}`)"
+    return NOT_RUN
+
+
+def ceiling_table(root: Path, cfg=None):
+    """The text-only ceiling (`mblip.ceiling`: the re-aligned LLM reading each test scene's description instead of
+    the image) beside the zero-shot and fine-tuned models, on the same test questions with the same prompts,
+    decoding and metric: per benchmark, en, avg, how far each model is below the ceiling, then every language. x100."""
+    import pandas as pd
+    rows, langs = [], set()
+    for bench in CEILING_BENCHES:
+        view = VIEWS[bench]
+        metric = view["metric"]
+        ceiling = read_eval(root, "ceiling", bench)
+        if ceiling is None:
+            rows.append({"benchmark": view["title"], "model": "text-only ceiling", "metric": metric,
+                         "status": _ceiling_missing(root, cfg, bench)})
+            continue
+        top = _metric(ceiling, bench, metric)
+        top_avg, _ = _average(ceiling, metric, top)
+        models = [("text-only ceiling", "ceiling"), ("zero-shot", "realign")]
+        models += [("fine-tuned", f"finetune-{bench}")] if bench in FINETUNED else []
+        for label, model in models:
+            run = ceiling if model == "ceiling" else read_eval(root, model, bench)
+            if run is None:
+                rows.append({"benchmark": view["title"], "model": label, "metric": metric,
+                             "status": _status_missing(cfg, model, bench)})
+                continue
+            values = _metric(run, bench, metric)
+            avg, over = _average(run, metric, values)
+            below = model != "ceiling"
+            gap_en = top["en"] - values["en"] if below and "en" in top and "en" in values else None
+            gap_avg = top_avg - avg if below and None not in (top_avg, avg) else None
+            rows.append({"benchmark": view["title"], "model": label, "metric": metric, "en": _r(values.get("en")),
+                         "avg": _r(avg), "below ceiling en": _r(gap_en), "below ceiling avg": _r(gap_avg),
+                         "avg_over": " ".join(over), "status": "ok", **{l: _r(v) for l, v in values.items()}})
+            langs |= set(values)
+    cols = ["benchmark", "model", "metric", "en", "avg", "below ceiling en", "below ceiling avg", "avg_over", "status"]
+    return pd.DataFrame(rows).reindex(columns=cols + [l for l in _lang_order(langs) if l != "en"])
+
+
+MAX_DETAILED_TYPES = 40  # the real GQA has ~100 detailed types: the table keeps to structural / semantic there
+
+
+def xgqa_types_table(root: Path):
+    """xGQA accuracy per GQA question type (``by_type`` in the metrics files, `mblip.evaluate.accuracy_by_type`) for
+    the text-only ceiling, the zero-shot and the fine-tuned model: en and the mean over the other languages. x100."""
+    import pandas as pd
+    runs = {label: read_eval(root, model, "xgqa") for label, model in
+            (("ceiling", "ceiling"), ("zero-shot", "realign"), ("fine-tuned", "finetune-xgqa"))}
+    runs = {k: v for k, v in runs.items() if v is not None}
+    by: dict[tuple[str, str], dict] = {}  # (kind, type) -> {column: value}
+    typed = []  # the models whose metrics have question types, in table order
+    for label, run in runs.items():
+        per: dict[tuple[str, str], dict[str, float]] = {}
+        for lang, m in run["per_language"].items():
+            bt = m.get("by_type")
+            if bt is None:
+                continue
+            if not isinstance(bt, dict) or not all(isinstance(t, dict) for t in bt.values()):
+                raise ReportInputError(f"{run['path']}: per_language.{lang}.by_type must map kind -> type -> "
+                                       f"{{accuracy, n}}; rerun that evaluation")
+            for kind, types in bt.items():
+                if kind == "detailed" and len(types) > MAX_DETAILED_TYPES:
+                    continue
+                for t, v in types.items():
+                    per.setdefault((kind, t), {})[lang] = float(v["accuracy"])
+                    if lang == "en":
+                        by.setdefault((kind, t), {})["n (en)"] = int(v["n"])
+        if per:
+            typed.append(label)
+        for key, values in per.items():
+            others = [v for l, v in values.items() if l != "en"]
+            by.setdefault(key, {})[f"{label} en"] = _r(values.get("en"))
+            by[key][f"{label} avg"] = _r(sum(others) / len(others)) if others else None
+    if not by:
+        return pd.DataFrame([{"kind": "", "type": "", "status": "not run (no xGQA metrics with question types)"}])
+    order = {"structural": 0, "semantic": 1, "detailed": 2}
+    cols = ["kind", "type", "n (en)"] + [f"{label} {c}" for label in typed for c in ("en", "avg")] + ["status"]
+    rows = [{"kind": k, "type": t, **v, "status": "ok"}
+            for (k, t), v in sorted(by.items(), key=lambda kv: (order.get(kv[0][0], 3), kv[0][1]))]
+    df = pd.DataFrame(rows).reindex(columns=cols)
+    df["n (en)"] = df["n (en)"].astype("Int64")
+    return df
 
 
 def statements_table(root: Path):
@@ -542,6 +641,26 @@ def ablation_figure(df, path: Path) -> Path:
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8)
     ax.set_title("Ablations: xGQA analogue (greedy), equal step budgets")
+    return _save(fig, path)
+
+
+def xgqa_types_figure(df, path: Path) -> Path:
+    """xGQA accuracy outside English per question type (the finest kind the table has), one bar per model: where
+    the re-aligned model falls below the text-only ceiling."""
+    import seaborn as sns
+    ok = df[df["status"] == "ok"]
+    kind = next(k for k in ("detailed", "semantic", "structural") if (ok["kind"] == k).any())
+    ok = ok[ok["kind"] == kind]
+    cols = [c for c in ok.columns if c.endswith(" avg")]
+    long = ok.melt(id_vars="type", value_vars=cols, var_name="model", value_name="accuracy ×100").dropna()
+    long["model"] = long["model"].str.removesuffix(" avg")
+    fig, axes = _figure(max(6.0, 0.7 * len(ok) + 2), 3.8)
+    ax = axes[0, 0]
+    sns.barplot(data=long, x="type", y="accuracy ×100", hue="model", ax=ax)
+    ax.tick_params(axis="x", rotation=30)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title(f"xGQA outside English by question type (GQA {kind} types)")
     return _save(fig, path)
 
 
@@ -836,6 +955,8 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         "xm3600": per_language_table(root, "xm3600", cfg, **kw),
         "maxm": per_language_table(root, "maxm", cfg, **kw),
         "hallucination": hallucination_table(root, cfg, **kw),
+        "ceiling": ceiling_table(root, cfg),
+        "xgqa_types": xgqa_types_table(root),
         "standins": standins_table(root),
         "statements": statements_table(root),
         "training": training_table(root, cfg),
@@ -851,10 +972,20 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         "xm3600": ("XM3600, zero-shot CIDEr per language", scale_note),
         "maxm": ("MaXM, zero-shot accuracy per language", scale_note),
         "hallucination": ("POPE and CHAIR (hallucination)", scale_note + " CHAIR: lower is better."),
-        "standins": ("Stand-ins (held-out) beside the re-aligned model",
+        "ceiling": ("The text-only ceiling on the same test questions",
+                    "×100. The LLM that was re-aligned reads each test scene's description instead of its image "
+                    "(`mblip.ceiling`, the `ceiling` stage), scored by the same evaluator with the same prompts, "
+                    "decoding and metric as the zero-shot and fine-tuned models. below ceiling = ceiling − model: "
+                    "what the visual side did not carry over. Only the demo world has descriptions."),
+        "xgqa_types": ("xGQA accuracy per question type",
+                       "×100, GQA's question types (`types` in the question files: structural, semantic and, where "
+                       "there are at most 40, detailed) from `by_type` in metrics/eval/*/xgqa.json; avg = mean over "
+                       "the non-English languages; n = questions of the type in English."),
+        "standins": ("Stand-ins beside the re-aligned model",
                      "Exact match ×100. The text-only LMs read the scene description instead of the image: their "
-                     "QA accuracy is the ceiling for the re-aligned model. Stand-in scores are on held-out training-"
-                     "world scenes, the xGQA columns on the benchmark's test scenes."),
+                     "QA accuracy is the ceiling for the re-aligned model. \"same questions\" = the xGQA analogue's "
+                     "test questions (the `ceiling` stage); \"held-out\" = the standins stage's own held-out "
+                     "training-world scenes; the other xGQA columns are on the benchmark's test scenes."),
         "statements": ("XVNLI and MaRVL beside the stand-ins' text-only accuracy on such statements",
                        "Accuracy ×100. The stand-in LMs judge hypotheses (yes / no / maybe; chance 33.3) and two-scene "
                        "statements (yes / no; chance 50) from the scene descriptions of held-out training-world "
@@ -880,6 +1011,7 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
     label = {"iglue": lambda r: f"{r['benchmark']} {r['setting']}", "hallucination": lambda r: r["benchmark"],
              "training": lambda r: f"training {r['stage']}", "xm3600": lambda r: "XM3600", "maxm": lambda r: "MaXM",
              "standins": lambda r: "stand-ins", "statements": lambda r: "statement ceilings",
+             "ceiling": lambda r: f"{r['benchmark']} {r['model']}", "xgqa_types": lambda r: "xGQA by question type",
              "translation": lambda r: "translation quality",
              "ablations": lambda r: f"ablation {r['variant']}", "ablation_init": lambda r: "ablation init curves",
              "resources": lambda r: "runtime table"}
@@ -921,6 +1053,10 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         cols = [c for c in st.columns if c not in ("lang", "status") and "English" not in c and "Flan" not in c]
         long = st.melt(id_vars="lang", value_vars=cols, var_name="setting", value_name="value").dropna()
         figures["standins"] = _standins_figure(long, fdir / "standins_ceiling.png")
+
+    # 4b. xGQA by question type: the ceiling beside the re-aligned and fine-tuned models
+    if (tables["xgqa_types"]["status"] == "ok").any():
+        figures["xgqa_types"] = xgqa_types_figure(tables["xgqa_types"], fdir / "xgqa_types.png")
 
     # 5. learning curves
     histories = {}
@@ -982,7 +1118,8 @@ def _standins_figure(long, path: Path) -> Path:
 
 
 # Figures the README shows inline; the others are linked.
-SUMMARY_FIGURES = ("per_language_xgqa", "xm3600", "learning_curves", "ablations", "ablation_init", "samples")
+SUMMARY_FIGURES = ("per_language_xgqa", "xgqa_types", "xm3600", "learning_curves", "ablations", "ablation_init",
+                   "samples")
 
 
 def _preset(cfg, root: Path) -> str:
@@ -1019,6 +1156,19 @@ def write_summary(out: Path, tables: dict, figures: dict, not_run: Sequence[str]
         cells = [f"{r['lang'].split(' (')[0]} {_cell(r['CIDEr'])}" for _, r in xm.iterrows()
                  if r["lang"] == "en" or r["lang"].startswith("avg")]
         lines.append(f"**XM3600** zero-shot CIDEr: {', '.join(cells)} ([per language]({rel}/tables/xm3600.md)).")
+    ce = tables["ceiling"]
+    if (ce["status"] == "ok").any():
+        lines += ["", "**The text-only ceiling on the same test questions** (×100; the re-aligned LLM reading each "
+                  "scene's description instead of its image; below ceiling = ceiling − model)", "",
+                  to_markdown(ce[ce["status"] == "ok"][["benchmark", "model", "metric", "en", "avg",
+                                                        "below ceiling en", "below ceiling avg"]])]
+    ty = tables["xgqa_types"]
+    if (ty["status"] == "ok").any():
+        shown = ty[(ty["status"] == "ok") & (ty["kind"] == ("detailed" if (ty["kind"] == "detailed").any()
+                                                            else "semantic"))]
+        lines += ["", f"**xGQA by question type** (GQA `{shown['kind'].iloc[0]}` types, ×100; "
+                  f"[structural and semantic]({rel}/tables/xgqa_types.md))", "",
+                  to_markdown(shown.drop(columns=["kind", "status"]))]
     st = tables["standins"]
     if (st["status"] == "ok").any():
         lines += ["", "**Stand-ins vs the re-aligned model** (exact match ×100; the text-only LMs read the scene "

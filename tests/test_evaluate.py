@@ -126,7 +126,8 @@ def test_xgqa_prompts_decoding_and_constant_yes(tmp_path):
     rows = read_jsonl(res.predictions_path)
     assert rows[0] == {"bench": "xgqa", "id": "201307251", "lang": "en", "images": ["gqa/images/n1.jpg"],
                        "prompt": "Question: Is the sky blue? Short answer in English:", "prediction": "yes",
-                       "reference": "yes", "correct": True}
+                       "reference": "yes", "correct": True,
+                       "types": {"structural": "verify", "semantic": "attr", "detailed": "existAttr"}}
     assert [r["correct"] for r in rows] == [True, False, False, False, True, False, False]
     assert json.loads(res.metrics_path.read_text())["per_language"]["de"]["n"] == 3
     csv_lines = res.rows_path.read_text().splitlines()
@@ -145,6 +146,35 @@ def test_xgqa_oracle_and_vqa_clean_on_predictions(tmp_path):
     res = run("xgqa", fake, tmp_path, languages=["en"])
     # "no hat" is wrong for accuracy, right for relaxed accuracy (starts with "no"); "the left." -> "left"
     assert per_lang(res, "accuracy") == {"en": 0.75} and per_lang(res, "relaxed_accuracy") == {"en": 1.0}
+
+
+def test_xgqa_accuracy_by_gqa_question_type(tmp_path):
+    # en: sky "yes" right, side "right" wrong (left), dogs "two" -> "2" right, hat "yes" wrong (no)
+    answers = {"Is the sky blue?": "yes", "Which side is the car on?": "right", "How many dogs are there?": "two",
+               "Is the man wearing a hat?": "yes"}
+    fake = Fake(lambda images, prompt: answers[prompt[len("Question: "):-len(" Short answer in English:")]])
+    res = run("xgqa", fake, tmp_path, languages=["en"])
+    by_type = res.metrics["per_language"]["en"]["by_type"]
+    # structural: verify = sky (right) + hat (wrong) = 1/2; query = side (wrong) + dogs (right) = 1/2
+    assert by_type["structural"] == {"query": {"accuracy": 0.5, "n": 2}, "verify": {"accuracy": 0.5, "n": 2}}
+    # semantic: attr = sky 1/1; rel = side 0/1; obj = dogs (right) + hat (wrong) = 1/2
+    assert by_type["semantic"] == {"attr": {"accuracy": 1.0, "n": 1}, "obj": {"accuracy": 0.5, "n": 2},
+                                   "rel": {"accuracy": 0.0, "n": 1}}
+    assert by_type["detailed"] == {"count": {"accuracy": 1.0, "n": 1}, "exist": {"accuracy": 0.0, "n": 1},
+                                   "existAttr": {"accuracy": 1.0, "n": 1}, "positionQuery": {"accuracy": 0.0, "n": 1}}
+    assert res.metrics["per_language"]["en"]["accuracy"] == 0.5
+    assert read_jsonl(res.predictions_path)[1]["types"] == {"structural": "query", "semantic": "rel",
+                                                            "detailed": "positionQuery"}
+    assert "by_type" not in {r["metric"] for r in res.rows}  # the long-format plot rows stay numeric
+    # `score` gives the same breakdown from a predictions file; a question file without types gives none
+    preds = _write(tmp_path / "gqa.json", [{"questionId": q, "prediction": a} for q, a in
+                                           zip(("201307251", "201640614", "202225914", "20567512"), answers.values())])
+    ref = FIX / "iglue/xGQA/annotations/few_shot/en/test.json"
+    assert E.score("xgqa", preds, ref)["by_type"] == by_type
+    bare = {q: {k: v for k, v in d.items() if k != "types"} for q, d in json.loads(ref.read_text()).items()}
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    out = E.score("xgqa", preds, tmp_path / "bare.json")
+    assert out["accuracy"] == 0.5 and "by_type" not in out
 
 
 # ---------------------------------------------------------------------------------------------------- XVNLI

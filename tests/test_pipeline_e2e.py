@@ -71,6 +71,7 @@ def test_demo_pipeline_end_to_end(repo):
     first = run(["dvc", "repro"], dst, env)
     stages = ["fetch", "standins", "translate", "taskmix", "features", "warmup", "realign", "merge",
               "evaluate@xgqa", "evaluate@xvnli", "evaluate@marvl", "evaluate@xm3600",
+              "ceiling@xgqa", "ceiling@xvnli", "ceiling@marvl", "ceiling@xm3600",
               "finetune@xgqa", "finetune@xvnli", "finetune@marvl",
               *[f"ablate@{v}" for v in VARIANTS], "ablate_init", "report"]
     for stage in stages:
@@ -85,6 +86,10 @@ def test_demo_pipeline_end_to_end(repo):
     for bench in ("xgqa", "xvnli", "marvl", "xm3600"):
         m = json.loads((dst / f"metrics/eval/realign/{bench}.json").read_text())
         assert set(m["per_language"]) >= {"en", "de", "zh", "ja", "ar"}
+        # the text-only ceiling: the same questions, the LLM reading the scene descriptions
+        c = json.loads((dst / f"metrics/eval/ceiling/{bench}.json").read_text())
+        assert set(c["per_language"]) == set(m["per_language"]), bench
+    assert "by_type" in json.loads((dst / "metrics/eval/ceiling/xgqa.json").read_text())["per_language"]["de"]
     assert json.loads((dst / "metrics/realign.json").read_text())["steps"] == 6
     from transformers import Blip2ForConditionalGeneration
     Blip2ForConditionalGeneration.from_pretrained(dst / "models/merged")  # merge wrote a plain HF folder

@@ -34,6 +34,18 @@ def make_tree(root: Path) -> Path:
     # xGQA fine-tuned: en 0.6, de 0.4, zh 0.2; the file's own average (0.3) is the one shown
     _eval(root, "finetune-xgqa", "xgqa", "accuracy", {"en": 0.6, "de": 0.4, "zh": 0.2},
           {"mean": {"accuracy": {"mean": 0.3, "languages": ["de", "zh"], "excluded": ["en"]}}})
+    # the text-only ceiling (mblip.ceiling) on xGQA: en 0.9, de 0.8, zh 0.6 -> avg 0.7; and question types
+    # (detailed) in its file and the zero-shot one: count / relate, n = 2 each in English
+    types = {"ceiling": {"en": (1.0, 0.5), "de": (1.0, 0.5), "zh": (0.5, 0.0)},
+             "realign": {"en": (0.5, 0.5), "de": (0.5, 0.0), "zh": (1.0, 0.5)}}
+    for model, values in (("ceiling", {"en": 0.9, "de": 0.8, "zh": 0.6}),
+                          ("realign", {"en": 0.5, "de": 0.25, "zh": 0.75})):
+        per = {l: {"accuracy": v, "n": 4, "by_type": {"detailed": {
+            "count": {"accuracy": types[model][l][0], "n": 2}, "relate": {"accuracy": types[model][l][1], "n": 2}}}}
+            for l, v in values.items()}
+        _write(root / "metrics/eval" / model / "xgqa.json", {"per_language": per, "average": {}})
+    # the ceiling stage with paper data says why it does not apply
+    _write(root / "metrics/eval/ceiling/xvnli.json", {"status": "not applicable: no descriptions"})
     # XVNLI zero-shot only; MaRVL and xFlickrCO not run at all
     _eval(root, "realign", "xvnli", "accuracy", {"en": 1 / 3, "de": 0.5})
     # XM3600 CIDEr: en 0.5, de 0.3, sw 0.1 -> avg (de, sw) = 0.2 -> 20.0
@@ -133,9 +145,39 @@ def test_standins_ceiling_beside_the_realigned_model(built):
     _, result = built
     st = result["tables"]["standins"]
     de = _row(st, lang="de")
-    assert de["mT0 text-only QA EM (ceiling)"] == 80.0 and de["realigned xGQA acc (zero-shot)"] == 25.0
+    assert de["mT0 text-only QA EM (held-out)"] == 80.0 and de["realigned xGQA acc (zero-shot)"] == 25.0
+    assert de["text-only xGQA acc (ceiling, same questions)"] == 80.0
     en = _row(st, lang="en")
     assert en["BLIP-2 (English, image) VQA EM"] == 55.0 and pd.isna(de["BLIP-2 (English, image) VQA EM"])
+
+
+def test_ceiling_table_puts_each_model_below_the_text_only_ceiling(built):
+    _, result = built
+    ce = result["tables"]["ceiling"]
+    top = _row(ce, benchmark="xGQA", model="text-only ceiling")
+    assert (top["en"], top["avg"], top["de"]) == (90.0, 70.0, 80.0) and pd.isna(top["below ceiling avg"])
+    zs = _row(ce, benchmark="xGQA", model="zero-shot")
+    assert (zs["en"], zs["avg"]) == (50.0, 50.0)
+    assert (zs["below ceiling en"], zs["below ceiling avg"]) == (40.0, 20.0)  # 90 - 50, 70 - 50
+    ft = _row(ce, benchmark="xGQA", model="fine-tuned")
+    assert (ft["avg"], ft["below ceiling en"], ft["below ceiling avg"]) == (30.0, 30.0, 40.0)  # the file's avg 0.3
+    assert _row(ce, benchmark="XVNLI")["status"] == "not applicable: no descriptions"
+    assert _row(ce, benchmark="MaRVL")["status"] == R.NOT_RUN
+    assert "The text-only ceiling on the same test questions" in result["summary"].read_text()
+
+
+def test_xgqa_types_table_averages_each_type_over_the_other_languages(built):
+    _, result = built
+    ty = result["tables"]["xgqa_types"]
+    count = _row(ty, kind="detailed", type="count")
+    # ceiling en 1.0, de 1.0 / zh 0.5 -> 75; zero-shot en 0.5, de 0.5 / zh 1.0 -> 75
+    assert (count["n (en)"], count["ceiling en"], count["ceiling avg"]) == (2, 100.0, 75.0)
+    assert (count["zero-shot en"], count["zero-shot avg"]) == (50.0, 75.0)
+    relate = _row(ty, kind="detailed", type="relate")
+    assert (relate["ceiling avg"], relate["zero-shot avg"]) == (25.0, 25.0)  # (0.5 + 0) / 2, (0 + 0.5) / 2
+    assert not any(c.startswith("fine-tuned") for c in ty.columns)  # its file has no question types
+    assert "**xGQA by question type**" in result["summary"].read_text()
+    assert result["figures"]["xgqa_types"].stat().st_size > 10_000
 
 
 def test_statement_ceilings_beside_xvnli_and_marvl(built, tmp_path):
@@ -160,8 +202,8 @@ def test_majority_baseline_from_the_references(built):
 
 def test_figures_are_written_and_linked_relative_to_the_readme(built):
     root, result = built
-    expected = {"per_language_xgqa", "per_language_xvnli", "xm3600", "standins", "learning_curves", "translation",
-                "samples"}
+    expected = {"per_language_xgqa", "per_language_xvnli", "xm3600", "standins", "xgqa_types", "learning_curves",
+                "translation", "samples"}
     assert set(result["figures"]) == expected  # no MaRVL figure: nothing to plot
     for path in result["figures"].values():
         data = Path(path).read_bytes()

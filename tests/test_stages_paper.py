@@ -136,6 +136,19 @@ def test_released_mix_is_converted_and_nothing_is_translated(tmp_path, monkeypat
     assert {"caption", "vqa", "classify"} <= {r["task"] for r in train}
 
 
+def test_the_text_only_ceiling_says_it_does_not_apply_to_paper_data(tmp_path, monkeypatch):
+    from mblip import ceiling, report
+
+    repo, _ = make_repo(tmp_path)
+    cfg = load_cfg(repo, monkeypatch)
+    assert ceiling.evaluate(cfg, "xgqa") is None  # nothing loaded: models.llm is a hub id here
+    assert json.loads((repo / "metrics/eval/ceiling/xgqa.json").read_text()) == {"status": ceiling.NOT_APPLICABLE}
+    assert (repo / "plots/eval/ceiling/xgqa.csv").read_text().splitlines() == ["bench,lang,metric,value,model"]
+    assert (repo / "artifacts/eval/ceiling/xgqa").is_dir()  # the stage's declared output exists
+    row = report.ceiling_table(repo, cfg).iloc[0]
+    assert row["benchmark"] == "xGQA" and row["status"] == ceiling.NOT_APPLICABLE
+
+
 def test_released_mix_with_demo_data_is_a_config_error(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["taskmix"] = {**(params.get("taskmix") or {}), "released": "mblip-train/task_mix_v2_mt.json"}

@@ -166,6 +166,48 @@ def test_text_lms_learn(standin_dir):
         assert m["loss_last"] < m["loss_first"] - 2.0, (name, m)
 
 
+def test_the_ceiling_gives_each_lm_the_input_it_was_trained_on(standin_dir):
+    """`mblip.ceiling` asks the stand-in LMs through the evaluator's interface (image paths + prompts); with greedy
+    decoding it must answer exactly as the stand-ins' own text-only predictors, one scene or a pair of scenes."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from mblip import ceiling
+    from mblip.demo import annotate
+    from mblip.demo.standins.common import _generate, _pad, _scene_ids
+    from mblip.demo.standins.lms import _bloom_prompts, _seq2seq_predictor
+    from mblip.demo.standins.text import _questions, scene_prefix
+    from mblip.evaluate import Decoding
+
+    out, _ = standin_dir
+    scenes = make_scenes(TINY["n_val"], "val", TINY["seed"])[:6]
+    descriptions = {s.id: standins.scene_text(s) for s in scenes}
+    qas = _questions(scenes, TINY["seed"], ["en", "de"], make=annotate.gqa)[:10]
+    items = [(i, templates.eval_prompt("xgqa", qa[c][0])) for i, qa in qas for c in ("en", "de")]
+    items += [((0, 1), templates.eval_prompt("marvl", "Both images contain a circle.")),
+              ((2, 3), "Caption in German: ")]
+    images = [[Path(f"images/{scenes[j].id}.png") for j in ((i,) if isinstance(i, int) else i)] for i, _ in items]
+    prompts = [t for _, t in items]
+    greedy = Decoding(num_beams=1, max_new_tokens=6, min_new_tokens=0, length_penalty=1.0)
+
+    model, tok = AutoModelForSeq2SeqLM.from_pretrained(out / "mt0"), AutoTokenizer.from_pretrained(out / "mt0")
+    theirs = _seq2seq_predictor(model, tok, _scene_ids(tok, scenes), batch_size=7)(items, 6)
+    ours = ceiling.text_generate(model, tok, descriptions, batch_size=5)(images, prompts, greedy)
+    assert ours == theirs and len(set(ours)) > 3, ours  # not one constant answer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(out / "bloomz"), AutoTokenizer.from_pretrained(out / "bloomz")
+    ids = _scene_ids(tok, scenes)
+    seqs = _bloom_prompts(tok, [scene_prefix(ids, i) for i, _ in items], prompts)
+    batch = {"input_ids": _pad(seqs, tok.pad_token_id, left=True),
+             "attention_mask": _pad([[1] * len(q) for q in seqs], 0, left=True)}
+    theirs = _generate(model, [batch], tok, 6, decoder_only=True, pad_token_id=tok.pad_token_id)
+    assert ceiling.text_generate(model, tok, descriptions, batch_size=5)(images, prompts, greedy) == theirs
+    with pytest.raises(KeyError, match=r"images/nowhere\.png: no scene description for 'nowhere'"):
+        ceiling.text_generate(model, tok, descriptions)([[Path("images/nowhere.png")]], ["Caption in English: "],
+                                                         greedy)
+
+
 def test_vision_encoder_learns_attributes(tmp_path):
     torch.set_num_threads(1)  # tiny models: a second thread only adds sync overhead on a shared machine
     train, val = make_scenes(300, "train", 0), make_scenes(60, "val", 0)
