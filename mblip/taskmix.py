@@ -7,7 +7,7 @@ Every record of the mix has the same schema (JSONL, one shard file per task, ``a
      "target": "Quadrat"}
 
 ``image`` is relative to the data folder (``data/<source>/``). `validate_jsonl` checks a file of such records
-line by line (the user's own data of `mblip.realign.finetune_own`). The paper's rules (protocol §6.3, §7), applied the
+line by line (the user's own data of `mblip.own.finetune_own`). The paper's rules (protocol §6.3, §7), applied the
 same way to the demo world's English annotations and to the paper's English sources:
 
 * each task file gets its own language assignment (seeded shuffle + contiguous mC4 slices, `mblip.languages`);
@@ -70,7 +70,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-# The record schema of the mix (module doc), which is also what `mblip.realign.finetune_own` reads from a user's files.
+# The record schema of the mix (module doc), which is also what `mblip.own.finetune_own` reads from a user's files.
 RECORD_KEYS: tuple[str, ...] = ("id", "image", "lang", "task", "prompt", "target")
 
 

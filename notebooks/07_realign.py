@@ -22,7 +22,7 @@ params_path = "params.yaml"
 
 # %%
 import pandas as pd
-from mblip import config, realign
+from mblip import config, realign, tour
 from mblip.model import format_parameters_table, trainable_parameters_table
 
 cfg = config.load(params_path)
@@ -44,5 +44,5 @@ hist.plot(x="step", y="loss", figsize=(6, 3), title="re-alignment loss")
 # Greedy outputs on held-out test scenes, in several languages.
 
 # %%
-show = realign.sample_outputs(cfg, model, n_scenes=4)
-realign.show_samples(cfg, show)
+show = tour.sample_outputs(cfg, model, n_scenes=4)
+tour.show_samples(cfg, show)

@@ -46,16 +46,16 @@ out_dir = "models/own"
 
 # %%
 import pandas as pd
-from mblip import config, realign
+from mblip import config, own, tour
 
 cfg = config.load(params_path)
 if not (train_jsonl and eval_jsonl):
-    train_jsonl, eval_jsonl = realign.example_own_jsonl(cfg, cfg.repo_root / out_dir / "example")
+    train_jsonl, eval_jsonl = own.example_own_jsonl(cfg, cfg.repo_root / out_dir / "example")
     print("example data:", train_jsonl, eval_jsonl, sep="\n  ")
-pd.read_json(realign.resolve_path(cfg, train_jsonl), lines=True).head(3)
+pd.read_json(tour.resolve_path(cfg, train_jsonl), lines=True).head(3)
 
 # %%
-run = realign.finetune_own(cfg, train_jsonl, eval_jsonl, steps=steps, lr=lr, out_dir=out_dir)
+run = own.finetune_own(cfg, train_jsonl, eval_jsonl, steps=steps, lr=lr, out_dir=out_dir)
 print(f"{run['train_examples']} training records, {run['steps']} steps (batch {run['batch_size']}, lr {run['lr']}), "
       f"final loss {run['final_loss']:.4f}; weights in {run['out_dir'] / 'final'}")
 

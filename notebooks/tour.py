@@ -32,15 +32,15 @@ language = "de"
 question = ""
 
 # %%
-from mblip import config, realign
+from mblip import config, realign, tour
 
 cfg = config.load(params_path)
 mblip_model = realign.load_model(cfg, model)
-path = realign.resolve_path(cfg, image) if image else realign.demo_image(cfg)
-realign.show_image(path)
+path = tour.resolve_path(cfg, image) if image else tour.demo_image(cfg)
+tour.show_image(path)
 
 # %%
-out = realign.describe_image(cfg, mblip_model, path, language, question)
+out = tour.describe_image(cfg, mblip_model, path, language, question)
 print(f"caption [{language}]: {out['caption']}")
 print(f"question [{language}]: {out['question']}")
 print(f"answer: {out['answer']}")

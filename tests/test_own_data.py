@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mblip import metrics as M
+from mblip import own, tour
 from mblip import taskmix as TM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_token_f1():
 
 
 def test_score_own_per_language_and_all():
-    from mblip.realign import score_own
+    from mblip.own import score_own
     recs = [{"lang": "de", "target": "rot"}, {"lang": "de", "target": "blau"}, {"lang": "sw", "target": "nyekundu"}]
     s = score_own(recs, ["Rot.", "grün", "nyekundu"])
     assert list(s) == ["de", "sw", "all"]
@@ -116,7 +117,7 @@ def test_features_of_any_image_match_the_features_stage(cfg, repo, tmp_path):
     from mblip import realign as R
     R.compute_features(cfg)
     cached = R.Features(repo)
-    world = R.demo_image(cfg, 1)
+    world = tour.demo_image(cfg, 1)
     assert world.name == "test-000001.png"
     jpeg = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(jpeg)
@@ -135,17 +136,17 @@ def test_load_model_by_folder_and_describe_an_image(cfg):
         R.load_model(cfg, "finetune-xgqa")
     merged = R.load_model(cfg, "merged")
     assert merged.stage == "eval"
-    out = R.describe_image(cfg, R.load_model(cfg, "realign"), "data/demo/images/test-000000.png", "de")
-    assert out["question"] == R.default_question("de") == "Wie viele Figuren gibt es?"
+    out = tour.describe_image(cfg, R.load_model(cfg, "realign"), "data/demo/images/test-000000.png", "de")
+    assert out["question"] == tour.default_question("de") == "Wie viele Figuren gibt es?"
     assert out["prompts"] == {"caption": "Caption in German: ",
                               "answer": "Question: Wie viele Figuren gibt es? Short answer in English:"}
     assert isinstance(out["caption"], str) and isinstance(out["answer"], str)
-    assert R.caption_prompt("yo") == "Caption in Yoruba: "  # not an XM3600 language: the paper table's name
+    assert tour.caption_prompt("yo") == "Caption in Yoruba: "  # not an XM3600 language: the paper table's name
 
 
 def test_example_files_and_finetune_own(cfg, repo):
     from mblip import realign as R
-    train, ev = R.example_own_jsonl(cfg, repo / "models/own/example", n_train=6, n_eval=4)
+    train, ev = own.example_own_jsonl(cfg, repo / "models/own/example", n_train=6, n_eval=4)
     tr_rows, ev_rows = TM.validate_jsonl(train), TM.validate_jsonl(ev)
     assert {r["lang"] for r in tr_rows} == {"en", "de"} and len(ev_rows) == 8
     assert not {r["image"] for r in tr_rows} & {r["image"] for r in ev_rows}  # held-out scenes, split by image
@@ -154,8 +155,8 @@ def test_example_files_and_finetune_own(cfg, repo):
     bad = repo / "bad.jsonl"
     bad.write_text(json.dumps({**tr_rows[0], "image": "images/none.png"}) + "\n")
     with pytest.raises(TM.RecordError, match=r"bad.jsonl, line 1: key 'image'"):
-        R.finetune_own(cfg, bad, ev, steps=2)
-    run = R.finetune_own(cfg, train, ev, steps=2, lr=1e-3)
+        own.finetune_own(cfg, bad, ev, steps=2)
+    run = own.finetune_own(cfg, train, ev, steps=2, lr=1e-3)
     out = repo / "models/own"
     assert (out / "final/trainable.safetensors").exists() and (out / "step-00000002").is_dir()
     saved = json.loads((out / "scores.json").read_text())
@@ -165,7 +166,7 @@ def test_example_files_and_finetune_own(cfg, repo):
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 8
     assert R.load_model(cfg, "own").stage == "finetune"
     # a second run starts over instead of resuming a run with other settings
-    R.finetune_own(cfg, train, ev, steps=3, lr=1e-3)
+    own.finetune_own(cfg, train, ev, steps=3, lr=1e-3)
     assert sorted(p.name for p in out.glob("step-*")) == ["step-00000003"]
     assert run["model"] is not None
 
