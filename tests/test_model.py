@@ -3,6 +3,9 @@
 import json
 import logging
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -369,10 +372,6 @@ def test_quantisation_configs_follow_the_protocol():
 def test_the_tiny_tokenizers_are_the_same_in_every_process(tmp_path):
     """The tiny models of these tests are only reproducible if their tokenizers are: the Unigram trainer's scores
     differ between processes in the last bits, so `save_tokenizer` puts the pieces in canonical order."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     tests = Path(__file__).parent
     for k in range(2):
         code = f"import conftest; conftest.save_tokenizer({str(tmp_path / str(k))!r}, 'unigram')"
