@@ -478,9 +478,9 @@ def xgqa_types_table(root: Path):
 
 
 def statements_table(root: Path):
-    """XVNLI and MaRVL beside the stand-in LMs' text-only accuracy on the same kind of statements (`nli_acc`,
-    `pair_acc` in metrics/standins.json, held-out scenes): the ceiling for each. "not run" when the stand-ins were
-    not trained with statements (or are hub models)."""
+    """XVNLI and MaRVL beside the text-only accuracy on such statements: the ceiling stage's on the benchmark's own
+    test statements (``metrics/eval/ceiling/``), and the stand-in LMs' on held-out scenes (`nli_acc`, `pair_acc` in
+    metrics/standins.json). "not run" when neither exists (stand-ins without statements, or hub models)."""
     import pandas as pd
     path = Path(root) / "metrics/standins.json"
     d = _read_json(path)
@@ -492,7 +492,11 @@ def statements_table(root: Path):
                 continue
             if not isinstance(v, dict) or not all(_is_num(x) for x in v.values()):
                 raise ReportInputError(f"{path}: {part}.{key} must map language -> number, got {v!r}")
-            per[f"{label} text-only {bench}-style acc"] = v
+            per[f"{label} text-only {bench}-style acc (held-out)"] = v
+    for bench, name in (("xvnli", "XVNLI"), ("marvl", "MaRVL")):
+        run = read_eval(root, "ceiling", bench)
+        if run is not None:
+            per[f"{name} text-only ceiling (same questions)"] = _metric(run, bench, "accuracy")
     if not per:
         return pd.DataFrame([{"lang": "", "status": f"{NOT_RUN} (stand-ins without statements in their data)"}])
     for bench, name in (("xvnli", "XVNLI"), ("marvl", "MaRVL")):
@@ -500,7 +504,7 @@ def statements_table(root: Path):
             run = read_eval(root, model, bench)
             if run is not None:
                 per[f"{name} {setting}"] = _metric(run, bench, "accuracy")
-    cols = sorted(per, key=lambda c: ("MaRVL" in c, "text-only" not in c, "fine-tuned" in c, c))
+    cols = sorted(per, key=lambda c: ("MaRVL" in c, "ceiling" not in c, "text-only" not in c, "fine-tuned" in c, c))
     langs = _lang_order({l for v in per.values() for l in v})
     return pd.DataFrame([{"lang": l, **{c: _r(per[c].get(l)) for c in cols}, "status": "ok"} for l in langs])
 
@@ -653,7 +657,7 @@ def xgqa_types_figure(df, path: Path) -> Path:
     ok = ok[ok["kind"] == kind]
     cols = [c for c in ok.columns if c.endswith(" avg")]
     long = ok.melt(id_vars="type", value_vars=cols, var_name="model", value_name="accuracy ×100").dropna()
-    long["model"] = long["model"].str.removesuffix(" avg")
+    long["model"] = long["model"].str.removesuffix(" avg").replace({"ceiling": "text-only ceiling"})
     fig, axes = _figure(max(6.0, 0.7 * len(ok) + 2), 3.8)
     ax = axes[0, 0]
     sns.barplot(data=long, x="type", y="accuracy ×100", hue="model", ax=ax)
@@ -986,11 +990,12 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
                      "QA accuracy is the ceiling for the re-aligned model. \"same questions\" = the xGQA analogue's "
                      "test questions (the `ceiling` stage); \"held-out\" = the standins stage's own held-out "
                      "training-world scenes; the other xGQA columns are on the benchmark's test scenes."),
-        "statements": ("XVNLI and MaRVL beside the stand-ins' text-only accuracy on such statements",
-                       "Accuracy ×100. The stand-in LMs judge hypotheses (yes / no / maybe; chance 33.3) and two-scene "
-                       "statements (yes / no; chance 50) from the scene descriptions of held-out training-world "
-                       "scenes: the ceiling for the re-aligned model, which reads the images of the benchmark's test "
-                       "scenes."),
+        "statements": ("XVNLI and MaRVL beside the text-only accuracy on such statements",
+                       "Accuracy ×100. The LLM judges hypotheses (yes / no / maybe; chance 33.3) and two-scene "
+                       "statements (yes / no; chance 50) from scene descriptions: \"same questions\" = the "
+                       "benchmark's own test statements with its prompts and decoding (the `ceiling` stage); "
+                       "\"held-out\" = the standins stage's held-out training-world scenes, greedy. The ceiling for "
+                       "the re-aligned model, which reads the images."),
         "training": ("Training stages", "From metrics/<stage>.json."),
         "translation": ("Translation quality per language", "From plots/translate_quality.csv (chrF 0–100, %)."),
         "ablations": ("Ablations (one change each, equal re-alignment steps)",
@@ -1175,8 +1180,8 @@ def write_summary(out: Path, tables: dict, figures: dict, not_run: Sequence[str]
                   "description: a ceiling)", "", to_markdown(st.drop(columns=["status"]))]
     sm = tables["statements"]
     if (sm["status"] == "ok").any():
-        lines += ["", "**XVNLI and MaRVL beside the stand-ins' text-only accuracy on such statements** (×100; chance "
-                  "33.3 and 50)", "", to_markdown(sm.drop(columns=["status"]))]
+        lines += ["", "**XVNLI and MaRVL beside the text-only accuracy on such statements** (×100; chance 33.3 and "
+                  "50)", "", to_markdown(sm.drop(columns=["status"]))]
     ab = tables["ablations"]
     if (ab["status"] == "ok").any():
         lines += ["", "**Ablations** (xGQA analogue ×100, one change each, equal steps, one seed)", "",

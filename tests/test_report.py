@@ -184,10 +184,17 @@ def test_statement_ceilings_beside_xvnli_and_marvl(built, tmp_path):
     _, result = built
     sm = result["tables"]["statements"]
     de = _row(sm, lang="de")
-    assert de["mT0 text-only XVNLI-style acc"] == 40.0 and de["XVNLI zero-shot"] == 50.0
-    assert de["mT0 text-only MaRVL-style acc"] == 60.0
+    assert de["mT0 text-only XVNLI-style acc (held-out)"] == 40.0 and de["XVNLI zero-shot"] == 50.0
+    assert de["mT0 text-only MaRVL-style acc (held-out)"] == 60.0
     assert not any(c.startswith("MaRVL ") for c in sm.columns)  # MaRVL was not evaluated: no empty columns
-    assert list(sm.columns).index("XVNLI zero-shot") < list(sm.columns).index("mT0 text-only MaRVL-style acc")
+    assert not any("ceiling" in c for c in sm.columns)  # the fixture's XVNLI ceiling file says "not applicable"
+    assert list(sm.columns).index("XVNLI zero-shot") < list(sm.columns).index("mT0 text-only MaRVL-style acc (held-out)")
+    # with the ceiling stage's file, its same-question accuracy comes first in the benchmark's columns
+    _write(tmp_path / "metrics/standins.json", {"mt0": {"nli_acc": {"en": 0.4}}})
+    _write(tmp_path / "metrics/eval/ceiling/xvnli.json", {"per_language": {"en": {"accuracy": 0.8, "n": 3}}})
+    cols = list(R.statements_table(tmp_path).columns)
+    assert cols[1:3] == ["XVNLI text-only ceiling (same questions)", "mT0 text-only XVNLI-style acc (held-out)"]
+    (tmp_path / "metrics/eval/ceiling/xvnli.json").unlink()
     # stand-ins trained without statements: one "not run" row that says why
     _write(tmp_path / "metrics/standins.json", {"mt0": {"qa_em": {"en": 0.9}}})
     (row,) = R.statements_table(tmp_path).to_dict("records")
