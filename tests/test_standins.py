@@ -208,6 +208,24 @@ def test_the_ceiling_gives_each_lm_the_input_it_was_trained_on(standin_dir):
                                                          greedy)
 
 
+def test_a_right_statement_answer_scores_as_right():
+    """The stand-ins' statement metrics must not cut answers short: "maybe" can be 5 pieces in their tokenizers
+    ("▁m a y b e"), and a 3-token cap once scored every right "maybe" as wrong (held-out NLI 0.47 instead of 0.81)."""
+    from mblip.demo.standins.common import _text_lm_metrics
+    from mblip.demo.standins.text import _hypotheses, _statements
+
+    scenes = make_scenes(6, "val", 0)
+    gold = {templates.eval_prompt("xvnli", h["en"]): label for _, h, label in _hypotheses(scenes, 0, ["en"])}
+    gold |= {templates.eval_prompt("marvl", t["en"]): label for _, t, label in _statements(scenes, 0, ["en"])}
+    assert "maybe" in gold.values()
+
+    def predict(items, max_new_tokens):  # right every time, one token per character
+        return [gold.get(text, "")[:max_new_tokens] for _, text in items]
+
+    m = _text_lm_metrics(predict, scenes, 0, ["en"], 6, statements=True)
+    assert m["nli_acc"]["en"] == 1.0 and m["pair_acc"]["en"] == 1.0
+
+
 def test_vision_encoder_learns_attributes(tmp_path):
     torch.set_num_threads(1)  # tiny models: a second thread only adds sync overhead on a shared machine
     train, val = make_scenes(300, "train", 0), make_scenes(60, "val", 0)
