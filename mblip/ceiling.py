@@ -51,6 +51,7 @@ def scene_descriptions(data: str | Path) -> dict[str, str]:
 
 def text_generate(model, tok, descriptions: Mapping[str, str], batch_size: int = 64):
     """An evaluator `generate(images, prompts, decoding)` that gives `model` each image's description instead."""
+    from mblip.demo.standins.common import _pad
     causal = not model.config.is_encoder_decoder
     pad = tok.pad_token_id
     cache: dict[str, list[int]] = {}
@@ -73,16 +74,13 @@ def text_generate(model, tok, descriptions: Mapping[str, str], batch_size: int =
             else:
                 instr = tok(list(prs))["input_ids"]
             seqs = [[t for im in im_list for t in description_ids(im)] + ids for im_list, ids in zip(ims, instr)]
-            width = max(len(s) for s in seqs)
-            padding = [[pad] * (width - len(s)) for s in seqs]
-            rows = [p + s if causal else s + p for s, p in zip(seqs, padding)]  # causal: left padding
-            mask = [[0] * len(p) + [1] * len(s) if causal else [1] * len(s) + [0] * len(p)
-                    for s, p in zip(seqs, padding)]
+            input_ids = _pad(seqs, pad, left=causal)  # a causal LM continues the prompt: left padding
+            mask = _pad([[1] * len(s) for s in seqs], 0, left=causal)
             with torch.no_grad():
-                ids = model.generate(input_ids=torch.tensor(rows), attention_mask=torch.tensor(mask),
-                                     pad_token_id=pad, **decoding.generate_kwargs())
+                ids = model.generate(input_ids=input_ids, attention_mask=mask, pad_token_id=pad,
+                                     **decoding.generate_kwargs())
             if causal:
-                ids = ids[:, width:]  # a causal LM returns the prompt before the new tokens
+                ids = ids[:, input_ids.shape[1]:]  # a causal LM returns the prompt before the new tokens
             out += [o.strip() for o in tok.batch_decode(ids, skip_special_tokens=True)]
         return out
 
