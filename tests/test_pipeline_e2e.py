@@ -134,6 +134,16 @@ def test_demo_pipeline_end_to_end(repo):
     assert "up to date" in run(["dvc", "status"], dst, env).lower()
     assert (dst / "data.dvc").read_text() == before
 
+    # editing one section of the preset file outdates the stages that read it, not the world or the stand-ins
+    preset = dst / "mblip/presets/demo.yaml"
+    text = preset.read_text()
+    preset.write_text(text.replace("  lr_lora: ", "  lr_lora: 0.5e-3 #", 1))
+    stale = {ln.rstrip(":") for ln in run(["dvc", "status"], dst, env).splitlines() if re.match(r"^\S+:$", ln)}
+    assert "realign" in stale and "ablate_init" in stale, stale
+    assert not stale & {"fetch", "standins", "translate", "taskmix", "features", "warmup"}, stale
+    preset.write_text(text)
+    assert "up to date" in run(["dvc", "status"], dst, env).lower()
+
 
 def test_remote_round_trip_push_clone_pull_is_a_no_op(repo, tmp_path):
     """Share through a DVC remote: push, clone elsewhere, pull, and nothing is left to reproduce."""

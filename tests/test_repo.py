@@ -1,9 +1,12 @@
 """Repository contracts: pins, environment.yml, notebooks, dvc.yaml."""
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import yaml
+
+from mblip.config import PRESETS, Config, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,10 +58,26 @@ def test_dvc_stages_run_their_notebook_and_track_the_sections_they_read():
         cmd = st["cmd"] if isinstance(st["cmd"], str) else " ".join(st["cmd"])
         nb = re.search(r"notebooks/\S+\.ipynb", cmd).group(0)
         assert nb in st["deps"], f"stage {name}: notebook {nb} is not a dependency"
-        assert "mblip/presets/${preset}.yaml" in st["deps"], f"stage {name}: preset file not a dependency"
-        for p in st.get("params", []):
-            key = p if isinstance(p, str) else next(iter(p))
+        assert "mblip/presets/${preset}.yaml" not in st["deps"], \
+            f"stage {name}: the whole preset file as a dependency reruns it on any preset edit; track its sections"
+        files = {k: v for p in st["params"] for k, v in p.items()}
+        assert set(files) <= {"params.yaml", PRESET}, f"stage {name}: params from {set(files)}"
+        for key in files["params.yaml"]:
             assert key.split(".")[0] in params, f"stage {name}: param {key} is not in params.yaml"
+        # the preset's sections are tracked exactly where params.yaml's same-named sections are
+        assert files.get(PRESET, []) == [k for k in files["params.yaml"] if k in PRESET_SECTIONS], \
+            f"stage {name}: preset sections {files.get(PRESET)} do not mirror params.yaml's {files['params.yaml']}"
+
+
+PRESET = "mblip/presets/${preset}.yaml"
+PRESET_SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("preset", "seed", "lora")]
+
+
+def test_every_preset_lists_every_section_dvc_tracks():
+    """DVC stops with "Parameters 'x' are missing" when a tracked section is absent from the preset file."""
+    for preset in PRESETS:
+        raw = yaml.safe_load(preset_path(preset).read_text())
+        assert sorted(raw) == sorted(PRESET_SECTIONS), f"{preset}: {sorted(set(PRESET_SECTIONS) ^ set(raw))}"
 
 
 def test_every_stage_dependency_exists_and_code_folders_ignore_bytecode():
