@@ -9,6 +9,9 @@ import yaml
 from mblip.config import PRESETS, Config, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the preset file, as dvc.yaml names it, and the config sections a preset holds (params.yaml alone holds the rest)
+PRESET = "mblip/presets/${preset}.yaml"
+PRESET_SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("preset", "seed", "lora")]
 
 
 def test_torch_is_pinned_without_local_tag_everywhere():
@@ -58,7 +61,7 @@ def test_dvc_stages_run_their_notebook_and_track_the_sections_they_read():
         cmd = st["cmd"] if isinstance(st["cmd"], str) else " ".join(st["cmd"])
         nb = re.search(r"notebooks/\S+\.ipynb", cmd).group(0)
         assert nb in st["deps"], f"stage {name}: notebook {nb} is not a dependency"
-        assert "mblip/presets/${preset}.yaml" not in st["deps"], \
+        assert PRESET not in st["deps"], \
             f"stage {name}: the whole preset file as a dependency reruns it on any preset edit; track its sections"
         files = {k: v for p in st["params"] for k, v in p.items()}
         assert set(files) <= {"params.yaml", PRESET}, f"stage {name}: params from {set(files)}"
@@ -67,10 +70,6 @@ def test_dvc_stages_run_their_notebook_and_track_the_sections_they_read():
         # the preset's sections are tracked exactly where params.yaml's same-named sections are
         assert files.get(PRESET, []) == [k for k in files["params.yaml"] if k in PRESET_SECTIONS], \
             f"stage {name}: preset sections {files.get(PRESET)} do not mirror params.yaml's {files['params.yaml']}"
-
-
-PRESET = "mblip/presets/${preset}.yaml"
-PRESET_SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name not in ("preset", "seed", "lora")]
 
 
 def test_every_preset_lists_every_section_dvc_tracks():
