@@ -50,11 +50,11 @@ def cmd_languages(args) -> None:
 
 def _stage(name):
     def run(args) -> None:
-        from mblip import ablations, realign, report, stages
+        from mblip import ablations, heldout, realign, report, stages
         cfg = _cfg(args)
         fn = {"standins": stages.standins, "translate": stages.translate, "taskmix": stages.taskmix,
               "features": realign.compute_features, "warmup": realign.warmup, "realign": realign.realign,
-              "merge": realign.merge, "report": report.build}[name] \
+              "merge": realign.merge, "heldout": heldout.run, "report": report.build}[name] \
             if name not in ("evaluate", "ceiling", "finetune", "ablate", "ablate-init") else None
         if name == "evaluate":
             out = realign.evaluate(cfg, args.bench).metrics["average"]
@@ -85,6 +85,7 @@ STAGE_HELP = {
     "realign": "re-align Q-Former + projection + LoRA on the task mix",
     "merge": "fold LoRA into the LLM and export a Blip2ForConditionalGeneration folder",
     "evaluate": "zero-shot evaluation of the realigned model on one benchmark",
+    "heldout": "the realigned model on the validation mix: which of its own training tasks it learned",
     "ceiling": "demo: the LLM reading each scene's description instead of the image, on one benchmark",
     "finetune": "fine-tune the merged model on one task (English data), then evaluate every language",
     "report": "regenerate results/ (tables, figures)",

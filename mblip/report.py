@@ -509,6 +509,32 @@ def statements_table(root: Path):
     return pd.DataFrame([{"lang": l, **{c: _r(per[c].get(l)) for c in cols}, "status": "ok"} for l in langs])
 
 
+def heldout_table(root: Path):
+    """The re-aligned model on its own tasks, on held-out scenes (``metrics/heldout.json``, the `heldout` stage):
+    per task, exact match in English and averaged over the other languages, token F1, and for the yes / no tasks the
+    decision's accuracy and the shares of "yes" answers and targets. x100."""
+    import pandas as pd
+    path = Path(root) / "metrics/heldout.json"
+    d = _read_json(path)
+    if d is None:
+        return pd.DataFrame([{"task": "", "status": "not run: no metrics/heldout.json (`dvc repro heldout`)"}])
+    if not isinstance(d, dict) or d.get("status") != "ok":
+        return pd.DataFrame([{"task": "", "status": str((d or {}).get("status", "not run"))}])
+    rows = []
+    for task, s in (d.get("per_task") or {}).items():
+        per = s.get("per_language") if isinstance(s, dict) else None
+        if not isinstance(per, dict) or not all(_is_num(m.get("exact_match")) for m in per.values()):
+            raise ReportInputError(f"{path}: per_task.{task} needs per_language.<lang>.exact_match numbers, as "
+                                   "mblip.heldout.run writes them; rerun `dvc repro heldout`")
+        other = [m["exact_match"] for l, m in per.items() if l != "en"]
+        rows.append({"task": task, "n": s.get("n"), "exact match en": _r(per.get("en", {}).get("exact_match")),
+                     "exact match avg": _r(sum(other) / len(other)) if other else None,
+                     "token F1": _r(s.get("token_f1")), "yes/no accuracy": _r(s.get("yes_no_accuracy")),
+                     "answers yes": _r(s.get("yes_ratio")), "targets yes": _r(s.get("gold_yes_ratio")),
+                     "status": "ok"})
+    return pd.DataFrame(rows)
+
+
 def training_table(root: Path, cfg=None):
     """Each training stage's end state: steps, final loss, throughput (from metrics/<stage>.json)."""
     import pandas as pd
@@ -963,6 +989,7 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
         "xgqa_types": xgqa_types_table(root),
         "standins": standins_table(root),
         "statements": statements_table(root),
+        "heldout": heldout_table(root),
         "training": training_table(root, cfg),
         "translation": translation_table(root),
         "ablations": ablation_table(root, cfg),
@@ -996,6 +1023,11 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
                        "benchmark's own test statements with its prompts and decoding (the `ceiling` stage); "
                        "\"held-out\" = the standins stage's held-out training-world scenes, greedy. The ceiling for "
                        "the re-aligned model, which reads the images."),
+        "heldout": ("The re-aligned model on its own tasks, held-out scenes",
+                    "×100, from metrics/heldout.json (the `heldout` stage): the validation mix's records "
+                    "(artifacts/taskmix/val: held-out scenes, every language's gold text), answered with their own "
+                    "prompts. Exact match after VQA cleaning of both sides; avg = mean over the non-English "
+                    "languages. Yes / no tasks: POPE's answer rule; chance 50 on a balanced task."),
         "training": ("Training stages", "From metrics/<stage>.json."),
         "translation": ("Translation quality per language", "From plots/translate_quality.csv (chrF 0–100, %)."),
         "ablations": ("Ablations (one change each, equal re-alignment steps)",
@@ -1016,6 +1048,7 @@ def build(cfg_or_root, results_dir: str | Path | None = None, paper_values: Sequ
     label = {"iglue": lambda r: f"{r['benchmark']} {r['setting']}", "hallucination": lambda r: r["benchmark"],
              "training": lambda r: f"training {r['stage']}", "xm3600": lambda r: "XM3600", "maxm": lambda r: "MaXM",
              "standins": lambda r: "stand-ins", "statements": lambda r: "statement ceilings",
+             "heldout": lambda r: "held-out task mix",
              "ceiling": lambda r: f"{r['benchmark']} {r['model']}", "xgqa_types": lambda r: "xGQA by question type",
              "translation": lambda r: "translation quality",
              "ablations": lambda r: f"ablation {r['variant']}", "ablation_init": lambda r: "ablation init curves",
@@ -1182,6 +1215,10 @@ def write_summary(out: Path, tables: dict, figures: dict, not_run: Sequence[str]
     if (sm["status"] == "ok").any():
         lines += ["", "**XVNLI and MaRVL beside the text-only accuracy on such statements** (×100; chance 33.3 and "
                   "50)", "", to_markdown(sm.drop(columns=["status"]))]
+    ho = tables["heldout"]
+    if (ho["status"] == "ok").any():
+        lines += ["", "**The re-aligned model on its own training tasks, held-out scenes** (×100; yes / no tasks: "
+                  "chance 50)", "", to_markdown(ho.drop(columns=["status"]))]
     ab = tables["ablations"]
     if (ab["status"] == "ok").any():
         lines += ["", "**Ablations** (xGQA analogue ×100, one change each, equal steps, one seed)", "",

@@ -69,7 +69,7 @@ def test_demo_pipeline_end_to_end(repo):
     assert "rendered" in out
     run(["dvc", "add", "-q", "data"], dst, env)
     first = run(["dvc", "repro"], dst, env)
-    stages = ["fetch", "standins", "translate", "taskmix", "features", "warmup", "realign", "merge",
+    stages = ["fetch", "standins", "translate", "taskmix", "features", "warmup", "realign", "merge", "heldout",
               "evaluate@xgqa", "evaluate@xvnli", "evaluate@marvl", "evaluate@xm3600",
               "ceiling@xgqa", "ceiling@xvnli", "ceiling@marvl", "ceiling@xm3600",
               "finetune@xgqa", "finetune@xvnli", "finetune@marvl",
@@ -91,6 +91,12 @@ def test_demo_pipeline_end_to_end(repo):
         assert set(c["per_language"]) == set(m["per_language"]), bench
     assert "by_type" in json.loads((dst / "metrics/eval/ceiling/xgqa.json").read_text())["per_language"]["de"]
     assert json.loads((dst / "metrics/realign.json").read_text())["steps"] == 6
+    # the re-aligned model answered the validation mix: eval.limit (4) records per task and language
+    held = json.loads((dst / "metrics/heldout.json").read_text())
+    assert held["status"] == "ok" and {"match", "verify", "vqa"} <= set(held["per_task"])
+    assert "yes_no_accuracy" in held["per_task"]["verify"] and "yes_no_accuracy" not in held["per_task"]["vqa"]
+    assert all(m["n"] <= 4 for s in held["per_task"].values() for m in s["per_language"].values())
+    assert "held-out scenes" in (dst / "results/tables/heldout.md").read_text()
     from transformers import Blip2ForConditionalGeneration
     Blip2ForConditionalGeneration.from_pretrained(dst / "models/merged")  # merge wrote a plain HF folder
     assert (dst / "results/tables/iglue.md").exists() and "<!-- results:start -->" in (dst / "README.md").read_text()
@@ -122,7 +128,7 @@ def test_demo_pipeline_end_to_end(repo):
     # an ablation reruns only the stages that read its section
     exp = run(["dvc", "exp", "run", "-S", "lora.rank=4"], dst, env)
     rerun = {s for s in stages if f"Running stage '{s}'" in exp}
-    assert rerun == {"realign", "merge", "evaluate@xgqa", "evaluate@xvnli", "evaluate@marvl", "evaluate@xm3600",
+    assert rerun == {"realign", "merge", "heldout", "evaluate@xgqa", "evaluate@xvnli", "evaluate@marvl", "evaluate@xm3600",
                      "finetune@xgqa", "finetune@xvnli", "finetune@marvl", *[f"ablate@{v}" for v in VARIANTS],
                      "ablate_init", "report"}, rerun
     assert "up to date" in run([sys.executable, "-m", "mblip", "fetch"], dst, env)
