@@ -89,7 +89,7 @@ class Models:
     translator: str = doc("NLLB-interface translation model (hub id or folder).", "facebook/nllb-200-distilled-1.3B")
     revisions: dict[str, str] = doc("Pinned hub revisions per model id (commit sha); folders need none.", factory=dict)
     quantization: Literal["none", "8bit", "4bit"] = doc("LLM weights in 8-bit (LLM.int8) or 4-bit NF4 via bitsandbytes; GPU only, CPU runs unquantised.", "8bit")
-    projection: Literal["reuse", "new"] = doc("Reuse BLIP-2's projection when LLM width matches (mT0-XL), else a fresh one (BLOOMZ).", "reuse")
+    projection: Literal["reuse", "new", "align"] = doc("Reuse BLIP-2's projection when LLM width matches (mT0-XL), else a fresh one (BLOOMZ); align = BLIP-2's followed by a least-squares map between the two LLMs' embeddings over shared tokens (mblip.projection, our addition).", "reuse")
 
 
 STANDINS = ("vit", "flan_t5", "blip2", "mt0", "bloomz", "nllb")

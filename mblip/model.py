@@ -504,7 +504,9 @@ def build_mblip(
     blip2: BLIP-2 checkpoint (hub id or folder, `Blip2ForConditionalGeneration` format); its LLM is never read.
     llm: the multilingual LLM (hub id or folder); seq2seq or causal is read from its config.
     llm_tokenizer: where the LLM's tokenizer lives; None = `llm`.
-    projection: "reuse" the BLIP-2 projection (needs equal LLM hidden sizes, e.g. Flan-T5-XL -> mT0-XL) or "new".
+    projection: "reuse" the BLIP-2 projection (needs equal LLM hidden sizes, e.g. Flan-T5-XL -> mT0-XL), "new", or
+        "align": BLIP-2's projection followed by a least-squares map between the two LLMs' input embeddings over
+        their shared token strings (`mblip.projection`; our addition, any widths).
     quantization: "none", "8bit" (LLM.int8) or "4bit" (NF4, bf16 compute) for the frozen LLM; CUDA only.
     lora_rank: LoRA rank r (paper: 8).
     lora_alpha: LoRA alpha (paper: 16; the update is scaled by alpha / r).
@@ -520,7 +522,7 @@ def build_mblip(
     seed: seeds the fresh weights (new projection, scratch Q-Former, LoRA, new embedding rows).
     """
     build = {"builder": "build_mblip", "args": _jsonable(locals())}
-    _check("projection", projection, ("reuse", "new"))
+    _check("projection", projection, ("reuse", "new", "align"))
     _check("qformer_init", qformer_init, ("bootstrap", "scratch"))
     _check_lora(stage, lora_scope, lora_rank, lora_alpha, lora_dropout)
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, Blip2Config,
@@ -573,7 +575,7 @@ def build_mblip(
             if missing:
                 raise ValueError(f"blip2={blip2!r} lacks {len(missing)} vision/Q-Former tensors, e.g. {missing[:3]}")
             parts = (("vision_model", dtype), ("qformer", torch.float32), ("language_projection", torch.float32))
-            for part, cast in parts:
+            for part, cast in parts[:2] if projection == "align" else parts:
                 sub = {k[len(part) + 1:]: v.to(device, cast) for k, v in tensors.items() if k.startswith(part + ".")}
                 if sub:
                     getattr(model, part).load_state_dict(sub, strict=True, assign=True)
@@ -589,6 +591,13 @@ def build_mblip(
                 nn.init.normal_(proj.weight, std=cfg.initializer_range)
                 nn.init.zeros_(proj.bias)
                 model.language_projection = proj
+            if projection == "align":
+                from mblip import projection as P
+                keys = P.embedding_keys(blip_cfg.text_config)
+                tensors.update(_read_tensors(blip2, blip2_revision, set(keys)))
+                old_tok = AutoTokenizer.from_pretrained(blip2, revision=blip2_revision)
+                model.language_projection = P.align_projection(
+                    tensors, keys, old_tok, tokenizer, model.language_model.get_input_embeddings().weight).to(device)
         # step 4: the <image> placeholder token
         model.config.image_token_index = _add_image_token(tokenizer, model.language_model)
         model.config.text_config.vocab_size = model.language_model.get_input_embeddings().weight.shape[0]
