@@ -4,9 +4,10 @@ BLIP-2's projection maps the Q-Former's output into the input-embedding space of
 with (Flan-T5 in the paper, the "Flan-T5" stand-in in the demo). The multilingual LLM has its own embedding space,
 so the authors either reuse that projection (when the widths match, mT0-XL) or start a fresh one (BLOOMZ). `align`
 starts from BLIP-2's projection followed by a linear map from the English LLM's input embeddings to the new LLM's,
-fitted by least squares over the token strings both vocabularies hold (T5 and mT5 share most English subwords). It
-reads only the two checkpoints' weights and tokenizers: no image, caption or training step. The warm-up and the
-re-alignment then train the projection as they would a fresh one. This is our addition, not the paper's.
+fitted by least squares over the token strings both vocabularies hold (the demo's share 256; the paper models'
+overlap was not measured here). It reads only the two checkpoints' weights and tokenizers: no image, caption or
+training step. The warm-up and the re-alignment then train the projection as they would a fresh one. This is our
+addition, not the paper's.
 
     W = argmin ||[E_blip2_llm[t], 1] W - E_llm[t]||²  over shared tokens t
     projection(x) = [P x + p, 1] W                    (P, p: BLIP-2's projection)
