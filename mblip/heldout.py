@@ -34,12 +34,20 @@ NO_VAL_MIX = ("not applicable: no validation mix in artifacts/taskmix/val (the p
 
 
 def read_mix(folder: Path) -> list[dict]:
-    """The records of every ``<task>.jsonl`` in `folder` (task order: by file name), each checked by
-    `taskmix.validate_jsonl` (a bad line raises `taskmix.RecordError` naming the file, line and key); [] if there
-    are none."""
-    from mblip.taskmix import RECORD_KEYS, validate_jsonl
-    return [{k: rec[k] for k in RECORD_KEYS} for path in sorted(Path(folder).glob("*.jsonl"))
-            for rec in validate_jsonl(path)]
+    """The records of every ``<task>.jsonl`` in `folder` (task order: by file name); [] if there are none."""
+    out = []
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    out.append({k: rec[k] for k in ("id", "image", "lang", "task", "prompt", "target")})
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ValueError(f"{path}:{i}: not a task-mix record ({type(e).__name__}: {e}); rebuild it "
+                                     "with `dvc repro taskmix`") from None
+    return out
 
 
 def first_per_language(records: Sequence[dict], k: int) -> list[dict]:

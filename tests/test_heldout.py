@@ -55,7 +55,7 @@ def test_yes_no_tasks_and_bad_input():
 
 def test_a_malformed_record_is_named_with_its_line(tmp_path):
     (tmp_path / "verify.jsonl").write_text(json.dumps(RECORDS[0]) + "\n" + '{"id": "x", "task": "verify"}\n')
-    with pytest.raises(ValueError, match=r"verify\.jsonl, line 2: missing keys 'image'"):
+    with pytest.raises(ValueError, match=r"verify\.jsonl:2: not a task-mix record .*'image'"):
         H.read_mix(tmp_path)
 
 
